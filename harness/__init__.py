@@ -1,0 +1,1 @@
+"""latentsync-harness: benchmark and optimise LatentSync lip-sync inference."""
