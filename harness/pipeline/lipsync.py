@@ -1,0 +1,374 @@
+"""One lip-sync run as stages in order: read, audio, detect, align, encode, denoise, decode, restore, write.
+
+Frames stream through in 16-frame segments, so host memory stays bounded on long clips. Every stage runs
+inside `timer.stage(name)`; trackers measure, this module never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.config import RunConfig
+from harness.pipeline.denoise import SegmentLatents, denoise
+from harness.pipeline.frames import FrameSource
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+SAMPLE_RATE = 16000
+LATENT_SCALE = 0.18215
+
+
+class NoFaceError(RuntimeError):
+    """A frame has no usable face and the no-face policy is 'error'."""
+
+
+class NullTimer:
+    """Stands in for a StageTimer when nothing measures."""
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunOutput:
+    output: Path
+    num_frames: int
+    duration_s: float
+    audio_s: float
+    num_chunks: int
+    num_source_frames: int
+    no_face_frames: list[int]
+    matrices: np.ndarray  # (num_frames, 2, 3) frame -> aligned face; NaN where no face
+
+
+@dataclass
+class _Segment:
+    """One segment on its way through the stages."""
+
+    start: int
+    frames: list[np.ndarray]
+    sources: list[int]
+    has_face: np.ndarray | None = None
+    matrices: np.ndarray | None = None
+    pixels: torch.Tensor | None = None  # (f, 3, r, r) in [-1, 1]
+    latents: SegmentLatents | None = None
+    decoded: torch.Tensor | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        fp16_ok = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] > 7
+        return torch.float16 if fp16_ok else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+@dataclass
+class LipsyncPipeline:
+    """The loaded models plus everything a run needs; variants patch these attributes after loading."""
+
+    config: RunConfig
+    unet: Any
+    vae: Any
+    whisper: Any
+    make_scheduler: Callable[[], Any]
+    make_detector: Callable[[], Any]
+    device: torch.device
+    dtype: torch.dtype
+    weights: Any  # harness.models.weights.WeightSource
+    segment_hooks: list[Callable[[], None]] = field(default_factory=list)  # run before each U-Net batch
+    _local: threading.local = field(default_factory=threading.local)
+
+    @classmethod
+    def load(cls, config: RunConfig) -> LipsyncPipeline:
+        from harness.models import load_scheduler, load_unet, load_vae, load_whisper
+        from harness.models.weights import resolve_weights
+        from harness.pipeline.faces import load_detector
+
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        weights = resolve_weights(config.weights, vae=config.vae_weights or None)
+        unet = load_unet(weights.unet, dtype=dtype, device=device).eval()
+        vae = load_vae(weights.vae, dtype=dtype, device=device, kind=config.vae, taesd=config.taesd_weights)
+        whisper = load_whisper(weights.whisper, device=device, dtype=config.whisper_dtype)
+        detector_root = config.detector_root or weights.detector_root
+
+        def make_detector() -> Any:
+            return load_detector(config.detector, root=detector_root, device=str(device))
+
+        return cls(
+            config=config,
+            unet=unet,
+            vae=vae,
+            whisper=whisper,
+            make_scheduler=lambda: load_scheduler(config.scheduler),
+            make_detector=make_detector,
+            device=device,
+            dtype=dtype,
+            weights=weights,
+        )
+
+    # -- per-thread detector: detectors keep state and are not shared between threads
+    def _detector(self) -> Any:
+        if getattr(self._local, "detector", None) is None:
+            self._local.detector = self.make_detector()
+        return self._local.detector
+
+    def _map(self, fn: Callable[[Any], Any], items: list[Any], pool: ThreadPoolExecutor | None) -> list[Any]:
+        return list(pool.map(fn, items)) if pool is not None else [fn(item) for item in items]
+
+    def _batched(
+        self, fn: Callable[[list[int]], Any], idx: list[int], pool: ThreadPoolExecutor | None
+    ) -> list[Any]:
+        """fn(indices) once for all frames (batched, the GPU's way), or once per frame across the thread pool."""
+        if pool is None:
+            return list(fn(idx))
+        return [result for part in pool.map(lambda i: fn([i]), idx) for result in part]
+
+    def _keep_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The mouth mask at face resolution, (r, r), 1 = keep the reference pixels."""
+        from harness.pipeline.mask import mouth_mask
+
+        if getattr(self, "_keep", None) is None or self._keep.shape[-1] != self.config.resolution:
+            self._keep = torch.from_numpy(mouth_mask(self.config.resolution)).to(self.device)
+        return self._keep.to(dtype)
+
+    @torch.no_grad()
+    def run(self, video: str | Path, audio: str | Path, out: str | Path, timer: Any = None) -> RunOutput:
+        from harness.pipeline.media import VideoWriter, probe, read_audio
+
+        timer = timer or NullTimer()
+        cfg = self.config
+        with timer.stage("read"):
+            info = probe(video)
+            samples = read_audio(audio, sample_rate=SAMPLE_RATE)
+            if cfg.max_seconds:
+                samples = samples[: int(cfg.max_seconds * SAMPLE_RATE)]
+            if len(samples) < SAMPLE_RATE // FPS:
+                raise ValueError(
+                    f"{audio}: the audio is shorter than one video frame ({len(samples)} samples)"
+                )
+        with timer.stage("audio"):
+            features = self.whisper.features(samples)
+            chunks = self.whisper.chunks(features, fps=FPS)
+        # The reference makes a couple more chunks than the audio covers; we trim to the audio's length so
+        # the output's duration matches its audio track.
+        num_out = min(len(chunks), math.ceil(len(samples) * FPS / SAMPLE_RATE))
+        source = FrameSource(video, num_out, expected_frames=info.num_frames, spill_dir=Path(out).parent)
+        matrices = np.full((num_out, 2, 3), np.nan, dtype=np.float32)
+        no_face: list[int] = []
+        state = _AlignState()
+        pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="frames") if cfg.workers > 0 else None
+        writer = VideoWriter(out, fps=FPS, crf=18)
+        try:
+            with writer, tqdm(total=num_out, desc="lip-sync", unit="frame", leave=False) as bar:
+                for group in self._segments(source, num_out, timer):
+                    for seg in group:
+                        self._detect_and_align(seg, state, pool, timer)
+                        self._encode(seg, chunks, timer)
+                    self._denoise(group, timer)
+                    for seg in group:
+                        matrices[seg.start : seg.start + len(seg.frames)] = seg.matrices
+                        no_face += [seg.start + int(i) for i in np.flatnonzero(~seg.has_face)]
+                        bar.update(len(seg.frames))
+                        self._restore_write(seg, writer, pool, timer)
+                with timer.stage("write"):
+                    writer.set_audio(samples[: int(num_out * SAMPLE_RATE / FPS)], SAMPLE_RATE)
+        finally:
+            source.close()
+            if pool is not None:
+                pool.shutdown()
+        if no_face:
+            log.warning(
+                "%d frame(s) had no face and were copied through unchanged (first: %d)",
+                len(no_face),
+                no_face[0],
+            )
+        return RunOutput(
+            output=Path(out),
+            num_frames=num_out,
+            duration_s=num_out / FPS,
+            audio_s=len(samples) / SAMPLE_RATE,
+            num_chunks=len(chunks),
+            num_source_frames=source.num_source or num_out,
+            no_face_frames=no_face,
+            matrices=matrices,
+        )
+
+    def _segments(self, source: FrameSource, num_out: int, timer: Any) -> Iterator[list[_Segment]]:
+        """Groups of segments for one U-Net call; a group holds segments of equal length only."""
+        frames = iter(source)
+        size = self.config.segment_frames
+        group: list[_Segment] = []
+        for start in range(0, num_out, size):
+            count = min(size, num_out - start)
+            with timer.stage("read"):
+                pairs = [next(frames) for _ in range(count)]
+            seg = _Segment(start=start, frames=[f for _, f in pairs], sources=[s for s, _ in pairs])
+            if group and (len(group) == self.config.segments_per_call or count != len(group[0].frames)):
+                yield group
+                group = []
+            group.append(seg)
+        if group:
+            yield group
+
+    def _detect_and_align(
+        self, seg: _Segment, state: _AlignState, pool: ThreadPoolExecutor | None, timer: Any
+    ) -> None:
+        from harness.pipeline.align import estimate_matrices, warp_faces
+
+        res = self.config.resolution
+        new = [i for i, src in enumerate(seg.sources) if src not in state.points]
+        with timer.stage("detect"):
+            faces = self._map(lambda i: self._detector().detect(seg.frames[i]), new, pool)
+        for src, face in zip([seg.sources[i] for i in new], faces, strict=True):
+            if face is None:
+                if self.config.no_face == "error":
+                    raise NoFaceError(
+                        f"no face found in frame {src} (t = {src / FPS:.2f} s) of the video; "
+                        "use --no-face pass to copy frames without a face through unchanged"
+                    )
+                state.points[src] = None
+            else:
+                state.points[src] = face.points3
+        with timer.stage("align"):
+            for src in seg.sources:  # smoothing runs over source frames in first-seen order, as the reference
+                if src in state.matrices or state.points[src] is None:
+                    continue
+                matrix, state.bias = estimate_matrices(state.points[src][None], res, prev_bias=state.bias)
+                state.matrices[src] = matrix[0]
+            seg.has_face = np.array([state.points[s] is not None for s in seg.sources])
+            seg.matrices = np.stack(
+                [state.matrices.get(s, np.full((2, 3), np.nan, np.float32)) for s in seg.sources]
+            ).astype(np.float32)
+            faces_u8 = np.full((len(seg.frames), res, res, 3), 127, dtype=np.uint8)
+            idx = list(np.flatnonzero(seg.has_face))
+            if idx:
+                warped = self._batched(
+                    lambda ids: warp_faces(
+                        np.stack([seg.frames[i] for i in ids]), seg.matrices[ids], res, device=self.device
+                    ),
+                    idx,
+                    pool,
+                )
+                faces_u8[idx] = np.stack(warped)
+            pixels = torch.from_numpy(faces_u8).to(self.device).permute(0, 3, 1, 2).float()
+            seg.pixels = (pixels / 255.0 - 0.5) / 0.5
+
+    def _encode(self, seg: _Segment, chunks: torch.Tensor, timer: Any) -> None:
+        with timer.stage("encode"):
+            keep = self._keep_mask(self.dtype)
+            pixels = seg.pixels.to(self.dtype)
+            generator = self._generator()
+            masked = self._encode_images(pixels * keep, generator)
+            reference = self._encode_images(pixels, generator)
+            latent_hw = masked.shape[-2:]
+            mask = torch.nn.functional.interpolate(
+                keep[None, None], size=latent_hw
+            )  # nearest, as the reference
+            f = len(seg.frames)
+            seg.latents = SegmentLatents(
+                noise=self._noise(latent_hw).expand(1, 4, f, *latent_hw),
+                mask=mask[:, :, None].expand(1, 1, f, *latent_hw),
+                masked=masked.permute(1, 0, 2, 3)[None],
+                reference=reference.permute(1, 0, 2, 3)[None],
+                audio=chunks[seg.start : seg.start + f].to(self.device, self.dtype),
+            )
+
+    def _encode_images(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.sample(generator=generator) * LATENT_SCALE
+
+    def _generator(self) -> torch.Generator:
+        if getattr(self, "_rng", None) is None:
+            self._rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        return self._rng
+
+    def _noise(self, latent_hw: torch.Size) -> torch.Tensor:
+        """ONE latent frame of noise shared by every frame of the video, as the reference does."""
+        if getattr(self, "_noise_frame", None) is None or self._noise_frame.shape[-2:] != latent_hw:
+            gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+            self._noise_frame = torch.randn(
+                (1, 4, 1, *latent_hw), generator=gen, device=self.device, dtype=self.dtype
+            )
+        return self._noise_frame
+
+    def _denoise(self, group: list[_Segment], timer: Any) -> None:
+        for hook in self.segment_hooks:
+            hook()
+        with timer.stage("denoise"):
+            batch = SegmentLatents.stack([seg.latents for seg in group])
+            latents = denoise(
+                self.unet,
+                self.make_scheduler(),
+                batch,
+                steps=self.config.steps,
+                guidance=self.config.guidance,
+            )
+        with timer.stage("decode"):
+            for i, seg in enumerate(group):
+                images = self.vae.decode(latents[i].permute(1, 0, 2, 3) / LATENT_SCALE).sample
+                keep = self._keep_mask(images.dtype)
+                seg.decoded = images * (1 - keep) + seg.pixels.to(images.dtype) * keep
+                seg.latents = None
+
+    def _restore_write(self, seg: _Segment, writer: Any, pool: ThreadPoolExecutor | None, timer: Any) -> None:
+        from harness.pipeline.align import restore_faces
+
+        with timer.stage("restore"):
+            out = list(seg.frames)
+            idx = list(np.flatnonzero(seg.has_face))
+            faces = seg.decoded.float()
+            restored = (
+                self._batched(
+                    lambda ids: restore_faces(
+                        np.stack([seg.frames[i] for i in ids]),
+                        faces[ids],
+                        seg.matrices[ids],
+                        device=self.device,
+                    ),
+                    idx,
+                    pool,
+                )
+                if idx
+                else []
+            )
+            for i, frame in zip(idx, restored, strict=True):
+                out[i] = frame
+        with timer.stage("write"):
+            for frame in out:
+                writer.write(frame)
+        seg.frames = []
+        seg.decoded = None
+        seg.pixels = None
+
+
+@dataclass
+class _AlignState:
+    """Detections and matrices per source frame (reused when the video loops back) and the smoothing term."""
+
+    points: dict[int, np.ndarray | None] = field(default_factory=dict)
+    matrices: dict[int, np.ndarray] = field(default_factory=dict)
+    bias: Any = None

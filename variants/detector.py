@@ -1,0 +1,20 @@
+"""Face detector: InsightFace buffalo_l / buffalo_s, or the offline mediapipe detector."""
+
+from typing import Any
+
+from variants.base import FieldVariant
+
+
+class Detector(FieldVariant):
+    family = "detector"
+    summary = "face detector used for alignment"
+    field_name = "detector"
+    choices = ("mediapipe", "buffalo_l", "buffalo_s")
+    baseline = "mediapipe"
+
+    def is_available(self, env: dict[str, Any]) -> str | None:
+        if self.value == "mediapipe":
+            return None
+        from harness.pipeline.faces import insightface_models_missing
+
+        return insightface_models_missing(self.value, env.get("detector_root", ""))

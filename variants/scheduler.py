@@ -1,0 +1,11 @@
+"""Sampler: DDIM (reference) or DPM-Solver++ from diffusers, its state reset for every 16-frame segment."""
+
+from variants.base import FieldVariant
+
+
+class Scheduler(FieldVariant):
+    family = "scheduler"
+    summary = "diffusion sampler"
+    field_name = "scheduler"
+    choices = ("ddim", "dpm++")
+    baseline = "ddim"

@@ -1,0 +1,22 @@
+"""The full VAE, or TAESD (a tiny autoencoder) when its weights are given."""
+
+from pathlib import Path
+from typing import Any
+
+from variants.base import FieldVariant
+
+
+class Vae(FieldVariant):
+    family = "vae"
+    summary = "autoencoder for encode/decode: full sd-vae-ft-mse or TAESD"
+    field_name = "vae"
+    choices = ("full", "taesd")
+    baseline = "full"
+
+    def is_available(self, env: dict[str, Any]) -> str | None:
+        if self.value != "taesd":
+            return None
+        path = env.get("taesd_weights", "")
+        if not path or not Path(path).exists():
+            return f"TAESD weights not found (taesd_weights={path!r}); get madebyollin/taesd and point taesd_weights at it"
+        return None

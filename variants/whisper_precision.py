@@ -1,0 +1,43 @@
+"""Precision of the Whisper audio encoder: fp32, fp16, bf16, or int8 weights.
+
+int8 rounds every Linear/Conv weight of the encoder to 8 bits per output channel (symmetric) and computes
+with the dequantised weights: it measures what int8 weight storage does to the audio features and the sync,
+not int8 kernel speed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from variants.base import FieldVariant
+
+if TYPE_CHECKING:
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+
+def fake_quantize_weights_(module: torch.nn.Module, bits: int = 8) -> int:
+    """Round Linear/Conv1d weights in place to `bits` per output channel; returns how many were changed."""
+    levels = 2 ** (bits - 1) - 1
+    changed = 0
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d)):
+            weight = layer.weight.data
+            flat = weight.reshape(weight.shape[0], -1)
+            scale = flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
+            flat.copy_(torch.round(flat / scale).clamp(-levels, levels) * scale)
+            changed += 1
+    return changed
+
+
+class WhisperPrecision(FieldVariant):
+    family = "whisper-precision"
+    summary = "audio encoder precision (int8 = weights rounded to 8 bits per channel)"
+    field_name = "whisper_dtype"
+    choices = ("fp32", "fp16", "bf16", "int8")
+    baseline = "fp32"
+
+    def apply(self, pipeline: LipsyncPipeline) -> None:
+        if self.value == "int8":
+            fake_quantize_weights_(pipeline.whisper.model, bits=8)
