@@ -1,0 +1,268 @@
+"""The `harness` command: run | sweep | score | download | variants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EPILOG = (
+    "Weights: a checkpoint folder in the public layout (latentsync_unet.pt, whisper/tiny.pt, vae/), 'synthetic' "
+    "(real architectures, seeded random values: speed only) or 'tiny' (small configs for CPU tests)."
+)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs and outputs")
+    g.add_argument(
+        "--video",
+        help="input video (any format PyAV reads; resampled to 25 fps). Default: embedded demo clip",
+    )
+    g.add_argument(
+        "--audio", help="new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono). Default: demo"
+    )
+    g.add_argument("--out", help="output mp4 (written to a temporary file, moved into place when complete)")
+    g.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
+    m = p.add_argument_group("models")
+    m.add_argument(
+        "--weights", help="checkpoint folder | synthetic | tiny | auto (./checkpoints if present, else tiny)"
+    )
+    m.add_argument(
+        "--vae-weights", help="VAE folder or file (default: <weights>/vae or <weights>/sd-vae-ft-mse)"
+    )
+    m.add_argument(
+        "--detector",
+        choices=["mediapipe", "buffalo_l", "buffalo_s"],
+        help="face detector (default mediapipe)",
+    )
+    m.add_argument("--detector-root", help="InsightFace root holding models/<buffalo_x>/*.onnx")
+    m.add_argument(
+        "--resolution", type=int, choices=[256, 512], help="face resolution: 256 (v1.5) or 512 (v1.6)"
+    )
+    s = p.add_argument_group("sampling")
+    s.add_argument("--steps", type=int, help="denoising steps (default 20)")
+    s.add_argument("--guidance", type=float, help="audio guidance scale; 1.0 = off (default 1.5)")
+    s.add_argument("--seed", type=int, help="random seed (default 1247)")
+    s.add_argument("--scheduler", choices=["ddim", "dpm++"], help="sampler (default ddim)")
+    d = p.add_argument_group("device")
+    d.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    d.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="U-Net/VAE precision (auto: fp16 on GPUs with compute capability > 7)",
+    )
+    d.add_argument("--workers", type=int, help="threads for detection, alignment and restore (0 = serial)")
+    b = p.add_argument_group("bad input")
+    b.add_argument(
+        "--no-face",
+        choices=["error", "pass"],
+        help="frames without a face: stop with an error naming the first one (default), or copy them through unchanged",
+    )
+    b.add_argument("--max-seconds", type=float, help="use only the first N seconds of the audio")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FAMILY=VALUE",
+        help="apply a variant (repeatable); see `harness variants`",
+    )
+
+
+def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "video",
+        "audio",
+        "out",
+        "weights",
+        "vae_weights",
+        "detector",
+        "detector_root",
+        "resolution",
+        "steps",
+        "guidance",
+        "seed",
+        "scheduler",
+        "device",
+        "dtype",
+        "workers",
+        "no_face",
+        "max_seconds",
+    )
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from harness.runner import STAGES, resolve_inputs
+    from harness.trackers.timer import StageTimer
+    from harness.trial import Trial
+
+    from_yaml = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    base = {**(from_yaml or {}), **_cli_overrides(args)}
+    video, audio = base.pop("video", "demo"), base.pop("audio", "demo")
+    variants = dict(_parse_variant(v) for v in args.variant)
+    trial = resolve_inputs(Trial(name="run", variants=variants, base=base, video=video, audio=audio))
+    config = trial.resolve()
+    run_dir = Path(args.run_dir or Path("outputs") / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(config.out) if config.out else run_dir / "output.mp4"
+    config.out = str(out)
+    config.write(run_dir / "config.json")
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+    print(f"config written to {run_dir / 'config.json'}")
+    pipeline = LipsyncPipeline.load(config)
+    for variant in trial.build_variants():
+        variant.apply(pipeline)
+    if not pipeline.weights.is_real:
+        print(
+            f"NOTE: weights are {pipeline.weights.kind!r} (random values): the output is not a real lip-sync"
+        )
+    timer = StageTimer(pipeline.device)
+    started = time.perf_counter()
+    run = pipeline.run(config.video, config.audio, out, timer=timer)
+    wall = time.perf_counter() - started
+    totals = timer.totals()
+    print(f"\nwrote {run.output} ({run.num_frames} frames, {run.duration_s:.2f} s at 25 fps, with audio)")
+    print("\n| stage | seconds |\n| --- | ---: |")
+    for stage in STAGES:
+        print(f"| {stage} | {totals.get(f'{stage}_s', 0.0):.3f} |")
+    print(
+        f"| total | {wall:.3f} |\n\n{run.num_frames / wall:.2f} frames/s, real-time factor {run.duration_s / wall:.3f}"
+    )
+    return 0
+
+
+def _parse_variant(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise SystemExit(f"--variant expects FAMILY=VALUE, got {text!r}")
+    family, value = text.split("=", 1)
+    return family.strip(), yaml.safe_load(value)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.file)
+    out_dir = Path(args.out_dir or Path("outputs") / sweep.name)
+    if args.dry_run:
+        print(
+            f"sweep {sweep.name}: {len(sweep.trials)} trial(s), baseline {sweep.baseline!r}, output {out_dir}"
+        )
+        for trial in sweep.trials:
+            lossless = " (lossless)" if trial.lossless else ""
+            print(f"  {trial.folder_name()}  {json.dumps(trial.variants)}{lossless}")
+        return 0
+    results = run_sweep(sweep, out_dir, inline=args.inline, log_mlflow=not args.no_mlflow)
+    print("\n| trial | status | fps | total s | note |\n| --- | --- | ---: | ---: | --- |")
+    for r in results:
+        m = r.get("metrics", {})
+        note = r.get("error") or r.get("reason") or ""
+        fps = f"{m['fps']:.2f}" if "fps" in m else ""
+        total = f"{m['total_s']:.2f}" if "total_s" in m else ""
+        print(f"| {r['trial']} | {r['status']} | {fps} | {total} | {note[:80]} |")
+    print(f"\nresults: {out_dir / 'results.csv'}")
+    failed = [r for r in results if r["status"] == "failed"]
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from metrics.score import score_video
+
+    result = score_video(
+        Path(args.video), audio=args.audio, reference=args.reference, syncnet_weights=args.syncnet_weights
+    )
+    for key, reason in result.skipped.items():
+        print(f"{key}: not computed: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.scores, indent=2, sort_keys=True))
+    else:
+        for key, value in sorted(result.scores.items()):
+            print(f"{key:28s} {value:.4f}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from harness.models.download import download
+
+    path = download(Path(args.dest), version=args.version)
+    print(f"checkpoints in {path}")
+    return 0
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from variants import VARIANTS
+
+    for name in VARIANTS.names():
+        cls = VARIANTS.get(name)
+        print(f"{name:18s} {cls.summary}\n{'':18s} values: {cls.allowed()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Benchmark and optimise LatentSync lip-sync inference: run the pipeline, sweep variants, score.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="lip-sync one video to an audio track", epilog=EPILOG)
+    _add_run_options(run)
+    run.add_argument(
+        "--run-dir", help="folder for config.json and the default output (default outputs/runs/<time>)"
+    )
+    run.set_defaults(func=cmd_run)
+    sweep = sub.add_parser("sweep", help="run a grid/list of variant trials from a YAML file")
+    sweep.add_argument("file", help="sweep YAML (see experiments/)")
+    sweep.add_argument("--out-dir", help="sweep folder (default outputs/<sweep name>)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the trials and exit")
+    sweep.add_argument(
+        "--inline",
+        action="store_true",
+        help="run trials in this process (debugging) instead of one fresh process each",
+    )
+    sweep.add_argument(
+        "--no-mlflow", action="store_true", help="do not log to MLflow (results stay in JSON/CSV)"
+    )
+    sweep.set_defaults(func=cmd_sweep)
+    score = sub.add_parser("score", help="score a video's lip-sync and visual quality")
+    score.add_argument("video")
+    score.add_argument("--audio", help="audio to score against (default: the video's own track)")
+    score.add_argument("--reference", help="reference video for PSNR/SSIM fidelity")
+    score.add_argument("--syncnet-weights", help="syncnet_v2.model for LSE-C/LSE-D")
+    score.add_argument("--json", action="store_true", help="print the scores as JSON")
+    score.set_defaults(func=cmd_score)
+    download = sub.add_parser("download", help="fetch the public checkpoints with huggingface_hub")
+    download.add_argument("--dest", default="checkpoints", help="destination folder (default ./checkpoints)")
+    download.add_argument("--version", default="1.6", choices=["1.5", "1.6"], help="LatentSync version")
+    download.set_defaults(func=cmd_download)
+    variants = sub.add_parser("variants", help="list the variant families and their values")
+    variants.set_defaults(func=cmd_variants)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

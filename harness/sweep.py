@@ -1,0 +1,254 @@
+"""A sweep: a YAML file expanded into trials (a grid and/or an explicit list) over one or more input clips.
+
+Everything in the file is checked before any trial runs: unknown keys and axes, bad values and missing input
+files fail with the file and line named.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from harness.config import ConfigError, field_names, resolve
+from harness.trial import Trial, build_variants
+from variants import VARIANTS
+
+log = logging.getLogger(__name__)
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "base",
+    "inputs",
+    "baseline",
+    "trials",
+    "grid",
+    "repeats",
+    "warmup",
+    "profile",
+    "score",
+    "keep_video",
+    "experiment",
+)
+
+
+class SweepError(ValueError):
+    pass
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: Path
+    trials: list[Trial]
+    baseline: str
+    experiment: str
+    description: str = ""
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Line number (1-based) of every mapping key and list item, by its path in the document."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"{path}: sweep file not found")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
+
+    def where(*keys: Any) -> str:
+        for depth in range(len(keys), -1, -1):
+            if keys[:depth] in lines:
+                return f"{path}:{lines[keys[:depth]]}"
+        return str(path)
+
+    def fail(message: str, *keys: Any) -> SweepError:
+        return SweepError(f"{where(*keys)}: {message}")
+
+    for key in data:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(TOP_KEYS)}"
+            raise fail(f"unknown key {key!r}{hint}", key)
+
+    base = data.get("base") or {}
+    try:
+        resolve(base, where=(where("base"),))
+    except ConfigError as exc:
+        bad = next((k for k in base if str(k).replace("-", "_") not in field_names() or k in str(exc)), None)
+        raise fail(str(exc).split(": ", 1)[-1], "base", *([bad] if bad else [])) from None
+
+    inputs = data.get("inputs") or [{"name": "demo", "video": "demo", "audio": "demo"}]
+    for i, item in enumerate(inputs):
+        for role in ("video", "audio"):
+            value = str(item.get(role, "demo"))
+            if value != "demo" and not (path.parent / value).exists() and not Path(value).exists():
+                raise fail(f"input {role} file not found: {value}", "inputs", i, role)
+
+    explicit = data.get("trials") or []
+    grid = data.get("grid") or {}
+    combos: list[tuple[str, dict[str, Any], tuple]] = []
+    for i, item in enumerate(explicit):
+        name = item.get("name") or f"trial{i}"
+        combos.append((name, dict(item.get("variants") or {}), ("trials", i, "variants")))
+    axes = list(grid.items())
+    for values in itertools.product(*[v if isinstance(v, list) else [v] for _, v in axes]):
+        variant_values = {axis: value for (axis, _), value in zip(axes, values, strict=True)}
+        name = ",".join(f"{k}={_short(v)}" for k, v in variant_values.items())
+        combos.append((name, variant_values, ("grid",)))
+    baseline = data.get("baseline", "baseline")
+    if baseline not in [c[0] for c in combos]:
+        if "baseline" in data:
+            raise fail(f"baseline {baseline!r} names no trial in the file", "baseline")
+        combos.insert(0, ("baseline", {}, ("trials",)))
+
+    trials: list[Trial] = []
+    for name, variant_values, origin in combos:
+        for family in variant_values:
+            key_path = (*origin, family) if origin[0] == "trials" else ("grid", family)
+            if family not in VARIANTS:
+                close = difflib.get_close_matches(str(family), VARIANTS.names(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(VARIANTS.names())}"
+                raise fail(f"unknown variant family {family!r}{hint}", *key_path)
+        try:
+            build_variants(variant_values)
+        except ValueError as exc:
+            raise fail(f"trial {name!r}: {exc}", *origin) from None
+        for i, item in enumerate(inputs):
+            input_name = item.get("name") or f"input{i}"
+            trial = Trial(
+                name=name if len(inputs) == 1 else f"{input_name}/{name}",
+                variants=variant_values,
+                base=base,
+                input_name=input_name,
+                video=_input_path(item.get("video", "demo"), path),
+                audio=_input_path(item.get("audio", "demo"), path),
+                repeats=int(data.get("repeats", 1)),
+                warmup=int(data.get("warmup", 0)),
+                profile=bool(data.get("profile", True)),
+                score=bool(data.get("score", True)),
+                keep_video=bool(data.get("keep_video", True)),
+                is_baseline=name == baseline,
+            )
+            try:
+                trial.resolve()
+            except ValueError as exc:
+                raise fail(f"trial {name!r}: {exc}", *origin) from None
+            trials.append(trial)
+    names = [t.name for t in trials]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise fail(f"trial names repeat: {', '.join(duplicates)}", "trials")
+    return Sweep(
+        name=str(data.get("name") or path.stem),
+        path=path,
+        trials=trials,
+        baseline=baseline,
+        experiment=str(data.get("experiment") or data.get("name") or path.stem),
+        description=str(data.get("description") or ""),
+        lines=lines,
+    )
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else str(value)
+
+
+def _input_path(value: str, sweep_path: Path) -> str:
+    if value in ("demo", ""):
+        return "demo"
+    candidate = sweep_path.parent / value
+    return str(candidate.resolve() if candidate.exists() else Path(value).resolve())
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: Path,
+    inline: bool = False,
+    tracking_uri: str | None = None,
+    log_mlflow: bool = True,
+) -> list[dict]:
+    """Run every trial not finished yet (baselines first); write the results table; log to MLflow."""
+    from harness.launcher import run_in_subprocess
+    from harness.results import collect_results, write_json_atomic, write_table
+    from harness.runner import resolve_inputs, run_trial
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out_dir / "sweep.json",
+        {
+            "name": sweep.name,
+            "file": str(sweep.path),
+            "baseline": sweep.baseline,
+            "experiment": sweep.experiment,
+        },
+    )
+    ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
+    baseline_outputs: dict[str, Path] = {}
+    results = []
+    bar = tqdm(ordered, desc=f"sweep {sweep.name}", unit="trial")
+    for trial in bar:
+        trial = resolve_inputs(trial)
+        folder = out_dir / "trials" / trial.folder_name()
+        bar.set_postfix_str(trial.name)
+        previous = _finished(folder, trial)
+        if previous is not None:
+            log.info("skipping finished trial %s (%s)", trial.name, folder.name)
+            result = previous
+        elif inline:
+            result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
+        else:
+            result = run_in_subprocess(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
+        if trial.is_baseline and result["status"] == "ok":
+            baseline_outputs[trial.input_name] = folder / "output.mp4"
+        result["folder"] = str(folder)
+        results.append(result)
+    table = collect_results(out_dir)
+    write_table(table, out_dir)
+    if log_mlflow:
+        from harness.tracking import log_sweep
+
+        log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+    return results
+
+
+def _finished(folder: Path, trial: Trial) -> dict | None:
+    path = folder / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    if result.get("key") == trial.key() and result.get("status") in ("ok", "skipped"):
+        return result
+    return None
