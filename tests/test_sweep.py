@@ -1,0 +1,61 @@
+import textwrap
+
+import pytest
+
+from harness.sweep import SweepError, load_sweep
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_grid_and_list_expand_with_a_baseline(tmp_path):
+    sweep = load_sweep(_write(tmp_path, """
+        name: t
+        base: {weights: tiny, steps: 4}
+        trials:
+          - name: threads
+            variants: {threading: 2}
+        grid:
+          steps: [2, 3]
+          guidance: [1.0, 1.5]
+        """))
+    names = [t.name for t in sweep.trials]
+    assert names[0] == "baseline" and sweep.trials[0].is_baseline
+    assert "threads" in names and "steps=2,guidance=1.0" in names and len(names) == 6
+    assert {t.key() for t in sweep.trials}.__len__() == 6
+    trial = next(t for t in sweep.trials if t.name == "steps=3,guidance=1.5")
+    assert trial.resolve().steps == 3 and trial.resolve().guidance == 1.5
+    assert next(t for t in sweep.trials if t.name == "threads").lossless
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: t\ngrdi:\n  steps: [2]\n", r"s.yaml:2: unknown key 'grdi'; did you mean 'grid'"),
+        ("name: t\ngrid:\n  stesp: [2]\n", r"s.yaml:3: unknown variant family 'stesp'; did you mean 'steps'"),
+        ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be >= 1"),
+        ("name: t\nbase:\n  resolution: 300\n", r"s.yaml:3: .*resolution must be one of 256, 512"),
+        ("name: t\ninputs:\n  - name: a\n    video: missing.mp4\n", r"s.yaml:4: input video file not found: missing.mp4"),
+        ("name: t\nbaseline: nope\n", r"s.yaml:2: baseline 'nope' names no trial"),
+        (
+            "name: t\ntrials:\n  - name: x\n    variants: {batch: 2, deepcache: upstream-default, steps: 2}\n"
+            "  - name: y\n    variants: {precision: fp32, dtype: fp16}\n",
+            r"s.yaml:6: unknown variant family 'dtype'",
+        ),
+    ],
+)
+def test_misconfigured_yaml_names_file_and_line(tmp_path, text, message):
+    with pytest.raises(SweepError, match=message):
+        load_sweep(_write(tmp_path, text))
+
+
+def test_shipped_experiments_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    quick = load_sweep(root / "quickstart.yaml")
+    assert quick.trials[0].is_baseline and len(quick.trials) >= 6
+    assert load_sweep(root / "speed.yaml").trials
