@@ -124,7 +124,7 @@ def load_sweep(path: str | Path) -> Sweep:
         name = item.get("name") or f"trial{i}"
         combos.append((name, dict(item.get("variants") or {}), ("trials", i, "variants")))
     axes = list(grid.items())
-    for values in itertools.product(*[v if isinstance(v, list) else [v] for _, v in axes]):
+    for values in itertools.product(*[v if isinstance(v, list) else [v] for _, v in axes]) if axes else []:
         variant_values = {axis: value for (axis, _), value in zip(axes, values, strict=True)}
         name = ",".join(f"{k}={_short(v)}" for k, v in variant_values.items())
         combos.append((name, variant_values, ("grid",)))

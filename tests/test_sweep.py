@@ -12,7 +12,10 @@ def _write(tmp_path, text):
 
 
 def test_grid_and_list_expand_with_a_baseline(tmp_path):
-    sweep = load_sweep(_write(tmp_path, """
+    sweep = load_sweep(
+        _write(
+            tmp_path,
+            """
         name: t
         base: {weights: tiny, steps: 4}
         trials:
@@ -21,7 +24,9 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
         grid:
           steps: [2, 3]
           guidance: [1.0, 1.5]
-        """))
+        """,
+        )
+    )
     names = [t.name for t in sweep.trials]
     assert names[0] == "baseline" and sweep.trials[0].is_baseline
     assert "threads" in names and "steps=2,guidance=1.0" in names and len(names) == 6
@@ -38,7 +43,10 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
         ("name: t\ngrid:\n  stesp: [2]\n", r"s.yaml:3: unknown variant family 'stesp'; did you mean 'steps'"),
         ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be >= 1"),
         ("name: t\nbase:\n  resolution: 300\n", r"s.yaml:3: .*resolution must be one of 256, 512"),
-        ("name: t\ninputs:\n  - name: a\n    video: missing.mp4\n", r"s.yaml:4: input video file not found: missing.mp4"),
+        (
+            "name: t\ninputs:\n  - name: a\n    video: missing.mp4\n",
+            r"s.yaml:4: input video file not found: missing.mp4",
+        ),
         ("name: t\nbaseline: nope\n", r"s.yaml:2: baseline 'nope' names no trial"),
         (
             "name: t\ntrials:\n  - name: x\n    variants: {batch: 2, deepcache: upstream-default, steps: 2}\n"
@@ -50,6 +58,13 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
 def test_misconfigured_yaml_names_file_and_line(tmp_path, text, message):
     with pytest.raises(SweepError, match=message):
         load_sweep(_write(tmp_path, text))
+
+
+def test_a_list_without_grid_makes_only_its_trials(tmp_path):
+    sweep = load_sweep(
+        _write(tmp_path, "name: t\ntrials:\n  - name: baseline\n  - name: s2\n    variants: {steps: 2}\n")
+    )
+    assert [t.name for t in sweep.trials] == ["baseline", "s2"]
 
 
 def test_shipped_experiments_load():

@@ -95,7 +95,7 @@ class UNetConfig:
 
     @classmethod
     def named(cls, name: str) -> UNetConfig:
-        """A carried config: 'latentsync' (the real model) or 'tiny' (CPU tests)."""
+        """A carried config: 'latentsync' (the real model), 'tiny' (the parity fixture's) or 'small' (CPU runs)."""
         return cls.from_json(CONFIG_DIR / f"unet_{name}.json")
 
     def to_dict(self) -> dict[str, Any]:
