@@ -237,7 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("video")
     score.add_argument("--audio", help="audio to score against (default: the video's own track)")
     score.add_argument("--reference", help="reference video for PSNR/SSIM fidelity")
-    score.add_argument("--syncnet-weights", help="syncnet_v2.model for LSE-C/LSE-D")
+    score.add_argument(
+        "--input", help="the input video the output was made from (scores outside/inside the mouth)"
+    )
+    score.add_argument(
+        "--resolution",
+        type=int,
+        default=512,
+        choices=[256, 512],
+        help="face resolution of the run (mouth region)",
+    )
+    score.add_argument("--syncnet-weights", help="syncnet_v2.model for LSE-C/LSE-D (skipped without it)")
+    score.add_argument("--s3fd-weights", help="sfd_face.pth: S3FD face crops for SyncNet, as in papers")
+    score.add_argument("--fid-weights", help="TorchScript Inception for FID (skipped without it)")
+    score.add_argument("--fvd-weights", help="TorchScript I3D for FVD (skipped without it)")
+    score.add_argument("--lpips-weights", help="LPIPS AlexNet weights (skipped without it)")
     score.add_argument("--json", action="store_true", help="print the scores as JSON")
     score.set_defaults(func=cmd_score)
     download = sub.add_parser("download", help="fetch the public checkpoints with huggingface_hub")

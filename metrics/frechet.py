@@ -1,0 +1,131 @@
+"""FID and FVD of an output video against a reference video, from TorchScript feature networks given locally.
+
+- FID: NVIDIA's Inception-v3 TorchScript (`inception-2015-12-05.pt`, as used by StyleGAN2-ADA and clean-fid),
+  called as `net(uint8 NCHW, return_features=True)` -> 2048-d pool features; every frame is a sample.
+- FVD: the I3D TorchScript of StyleGAN-V (`i3d_torchscript.pt`, the one LatentSync's eval uses), called as
+  `net(x, rescale=False, resize=False, return_features=True)` on 16-frame clips at 224 x 224 in [-1, 1];
+  consecutive non-overlapping clips are the samples.
+Features are pooled into running sums (mean and covariance), so memory does not grow with the video. With one
+video pair the sample counts are small (frames or clips of a single clip); compare values between runs of
+the same inputs, not with dataset-level numbers in papers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.linalg
+import torch
+
+FVD_CLIP_FRAMES = 16
+FVD_SIZE = 224
+
+
+class GaussianStats:
+    """Running mean and covariance of feature vectors."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | None = None
+        self.outer: np.ndarray | None = None
+
+    def add(self, feats: np.ndarray) -> None:
+        feats = np.asarray(feats, dtype=np.float64).reshape(len(feats), -1)
+        if self.total is None:
+            self.total = np.zeros(feats.shape[1])
+            self.outer = np.zeros((feats.shape[1], feats.shape[1]))
+        self.count += len(feats)
+        self.total += feats.sum(axis=0)
+        self.outer += feats.T @ feats
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.count < 2 or self.total is None or self.outer is None:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.count}")
+        mean = self.total / self.count
+        cov = (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+        return mean, cov
+
+
+def frechet_distance(a: GaussianStats, b: GaussianStats) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), the real part (sqrtm's round-off is complex)."""
+    mu_a, cov_a = a.mean_cov()
+    mu_b, cov_b = b.mean_cov()
+    with warnings.catch_warnings():
+        # fewer samples than feature dimensions make both covariances singular: expected for one video pair
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(cov_a @ cov_b)
+    return float(np.real(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * root)))
+
+
+def load_feature_net(path: str | Path, what: str, source: str, device: str | torch.device) -> torch.nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found at {path}: {source}")
+    return torch.jit.load(str(path), map_location=torch.device(device)).eval()
+
+
+def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+def _frame_stats(
+    net: torch.nn.Module, frames: Iterable[np.ndarray], device: torch.device, batch: int
+) -> GaussianStats:
+    stats = GaussianStats()
+    with torch.inference_mode():
+        for chunk in _batches(frames, batch):
+            x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).contiguous()
+            stats.add(net(x, return_features=True).float().cpu().numpy())
+    return stats
+
+
+def fid(
+    net: torch.nn.Module,
+    output: Iterable[np.ndarray],
+    reference: Iterable[np.ndarray],
+    device: str | torch.device = "cpu",
+    batch: int = 16,
+) -> float:
+    """FID between the frames (RGB uint8) of two videos."""
+    device = torch.device(device)
+    return frechet_distance(
+        _frame_stats(net, output, device, batch), _frame_stats(net, reference, device, batch)
+    )
+
+
+def _clips(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    small = (cv2.resize(f, (FVD_SIZE, FVD_SIZE), interpolation=cv2.INTER_AREA) for f in frames)
+    for clip in _batches(small, FVD_CLIP_FRAMES):
+        if len(clip) == FVD_CLIP_FRAMES:  # a short tail is not a clip
+            yield clip
+
+
+def _clip_stats(net: torch.nn.Module, frames: Iterable[np.ndarray], device: torch.device) -> GaussianStats:
+    stats = GaussianStats()
+    with torch.inference_mode():
+        for clip in _clips(frames):
+            x = torch.from_numpy(clip).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+            stats.add(net(x, rescale=False, resize=False, return_features=True).float().cpu().numpy())
+    return stats
+
+
+def fvd(
+    net: torch.nn.Module,
+    output: Iterable[np.ndarray],
+    reference: Iterable[np.ndarray],
+    device: str | torch.device = "cpu",
+) -> float:
+    """FVD between two videos, each cut into 16-frame clips (at least 2 clips, 32 frames, each)."""
+    device = torch.device(device)
+    return frechet_distance(_clip_stats(net, output, device), _clip_stats(net, reference, device))
