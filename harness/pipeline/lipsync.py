@@ -176,7 +176,9 @@ class LipsyncPipeline:
         # The reference makes a couple more chunks than the audio covers; we trim to the audio's length so
         # the output's duration matches its audio track.
         num_out = min(len(chunks), math.ceil(len(samples) * FPS / SAMPLE_RATE))
-        source = FrameSource(video, num_out, expected_frames=info.num_frames, spill_dir=Path(out).parent)
+        source = FrameSource(
+            video, num_out, expected_frames=round(info.duration_s * FPS), spill_dir=Path(out).parent
+        )
         matrices = np.full((num_out, 2, 3), np.nan, dtype=np.float32)
         no_face: list[int] = []
         state = _AlignState()

@@ -1,0 +1,1 @@
+"""Face detector implementations; use harness.pipeline.faces.load_detector to get one."""
