@@ -165,7 +165,7 @@ def test_random_weights_fill_what_the_reference_zero_initialises_and_stay_finite
         "conv_out.weight",
         "conv_out.bias",
         "down_blocks.0.motion_modules.0.temporal_transformer.proj_out.weight",
-        "up_blocks.3.motion_modules.2.temporal_transformer.proj_out.bias",
+        "up_blocks.3.motion_modules.1.temporal_transformer.proj_out.bias",  # the small config: 1 layer + 1
     ]
     state = unet.state_dict()
     for name in zero_initialised:
@@ -182,7 +182,7 @@ def test_random_weights_fill_what_the_reference_zero_initialises_and_stay_finite
 
 def test_position_encoding_buffer_is_the_sinusoidal_table():
     pe = load_unet("tiny").state_dict()[
-        "down_blocks.1.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe"
+        "down_blocks.2.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe"
     ]
     assert pe.shape == (1, 24, 64)
     position, channel = 5, 6
