@@ -26,6 +26,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--audio", help="new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono). Default: demo"
     )
     g.add_argument("--out", help="output mp4 (written to a temporary file, moved into place when complete)")
+    g.add_argument(
+        "--crf", type=int, help="H.264 quality of the output: 18 as the reference (default), 0 = lossless"
+    )
     g.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
     m = p.add_argument_group("models")
     m.add_argument(
@@ -91,6 +94,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "workers",
         "no_face",
         "max_seconds",
+        "crf",
     )
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 

@@ -49,6 +49,7 @@ class RunConfig:
     workers: int = 0  # threads for the per-frame CPU stages (detect, align, restore); 0 = serial
     no_face: str = "error"  # error: stop at the first frame without a face; pass: copy such frames through
     max_seconds: float = 0.0  # cut the audio to this many seconds (0 = all of it)
+    crf: int = 18  # H.264 quality of the output (reference: 18); 0 = lossless, for exact fidelity comparisons
     extras: dict[str, Any] = field(default_factory=dict)  # variant parameters that are not plain fields
 
     def validate(self) -> RunConfig:
@@ -65,6 +66,8 @@ class RunConfig:
             raise ConfigError(f"guidance must be >= 1.0 (1.0 turns guidance off), got {self.guidance}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0 = serial), got {self.workers}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"crf must be between 0 (lossless) and 51, got {self.crf}")
         if self.max_seconds < 0:
             raise ConfigError(f"max_seconds must be >= 0, got {self.max_seconds}")
         if self.vae == "taesd" and not self.taesd_weights:
