@@ -139,13 +139,14 @@ def _score(
     from metrics.score import score_video
 
     reference = None if trial.is_baseline or baseline_output is None else baseline_output
+    config = trial.resolve()
     scored = score_video(
-        output,
-        audio=trial.resolve().audio,
+        output,  # scored against its own muxed audio: the track it was synced to, cut to its length
         reference=reference,
-        input_video=trial.resolve().video,
+        input_video=config.video,
         matrices=np.load(folder / "matrices.npy"),
-        resolution=trial.resolve().resolution,
+        resolution=config.resolution,
+        **trial.score_options,
     )
     result["skipped_scores"] = scored.skipped
     # Identical frames give an infinite PSNR; MLflow and JSON want finite numbers, so it is capped.

@@ -37,7 +37,9 @@ TOP_KEYS = (
     "score",
     "keep_video",
     "experiment",
+    "score_options",
 )
+SCORE_OPTIONS = ("syncnet_weights", "s3fd_weights", "fid_weights", "fvd_weights", "lpips_weights", "detector")
 
 
 class SweepError(ValueError):
@@ -110,6 +112,14 @@ def load_sweep(path: str | Path) -> Sweep:
         bad = next((k for k in base if str(k).replace("-", "_") not in field_names() or k in str(exc)), None)
         raise fail(str(exc).split(": ", 1)[-1], "base", *([bad] if bad else [])) from None
 
+    score_options = data.get("score_options") or {}
+    for key, value in score_options.items():
+        if key not in SCORE_OPTIONS:
+            raise fail(
+                f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key
+            )
+        if key.endswith("_weights") and not Path(value).exists():
+            raise fail(f"score option {key}: file not found: {value}", "score_options", key)
     inputs = data.get("inputs") or [{"name": "demo", "video": "demo", "audio": "demo"}]
     for i, item in enumerate(inputs):
         for role in ("video", "audio"):
@@ -161,6 +171,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 score=bool(data.get("score", True)),
                 keep_video=bool(data.get("keep_video", True)),
                 is_baseline=name == baseline,
+                score_options=score_options,
             )
             try:
                 trial.resolve()

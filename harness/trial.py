@@ -27,6 +27,7 @@ class Trial:
     score: bool = True
     keep_video: bool = True
     is_baseline: bool = False
+    score_options: dict[str, Any] = field(default_factory=dict)  # weight paths for metrics.score.score_video
 
     def build_variants(self) -> list[Variant]:
         return build_variants(self.variants)

@@ -1,0 +1,65 @@
+"""The README's main job: `harness sweep experiments/quickstart.yaml` on a fresh CPU machine, logged to the
+default embedded MLflow store, then re-run skipping every finished trial."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.sweep import load_sweep
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+
+
+def _sweep(workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", str(QUICKSTART), "--out-dir", "out"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = _sweep(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    trials = load_sweep(QUICKSTART).trials
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(table["trial"]) == sorted(t.name for t in trials)
+    assert set(table["status"]) == {"ok"}, table[["trial", "status", "error"]]
+    ok = table.set_index("trial")
+    assert (ok["fps"] > 0).all() and (ok["denoise_s"] > 0).all() and (ok["peak_rss_mb"] > 0).all()
+    assert ok.loc["no-guidance", "denoise_s"] < ok.loc["baseline", "denoise_s"]
+    # lossless variants reproduce the baseline (lossless output: crf 0); lossy ones do not
+    assert ok.loc["threads2", "psnr_db"] > 45 and ok.loc["batch2", "psnr_db"] > 45
+    assert ok.loc["whisper-int8", "psnr_db"] < ok.loc["batch2", "psnr_db"]
+    assert (ok.drop(index="baseline")["fidelity_gate_failed"] == 0).all()
+    assert "sync_av_corr" in ok.columns and "psnr_outside_mouth_db" in ok.columns
+
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
+    assert not (tmp_path / "mlruns").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == len(trials)
+    child = next(r for r in children if r.info.run_name == "baseline")
+    assert child.data.params["config.steps"] == "3" and child.data.metrics["fps"] > 0
+    assert child.data.tags["weights.synthetic"] == "true"
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"profile_top30.txt", "stage_times.md"} <= artifacts
+
+    again = _sweep(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skipping finished trial") == len(trials)
+    runs_after = client.search_runs([experiment.experiment_id], max_results=100)
+    assert len(runs_after) == len(runs)
