@@ -29,8 +29,17 @@ def _assert_matches_audio(out, seconds):
 def test_demo_clip_two_seconds(shared_dir, tmp_path):
     demo = shared_dir / "data" / "latentsync-demo"
     out = tmp_path / "out.mp4"
-    code = _run(tmp_path, "--video", demo / "demo1_video.mp4", "--audio", demo / "demo1_audio.wav", "--out", out,
-                "--max-seconds", 2)
+    code = _run(
+        tmp_path,
+        "--video",
+        demo / "demo1_video.mp4",
+        "--audio",
+        demo / "demo1_audio.wav",
+        "--out",
+        out,
+        "--max-seconds",
+        2,
+    )
     assert code == 0
     _assert_matches_audio(out, 2.0)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -84,8 +93,20 @@ def test_no_face_is_an_error_naming_the_frame_or_passes_through(tmp_path, capsys
     assert "no face found in frame 7" in capsys.readouterr().err
     assert out.read_bytes() == b"previous result"  # never left truncated
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*out*"))
-    assert _run(tmp_path, "--video", tmp_path / "v.mp4", "--audio", tmp_path / "a.wav", "--out", out,
-                "--no-face", "pass") == 0
+    assert (
+        _run(
+            tmp_path,
+            "--video",
+            tmp_path / "v.mp4",
+            "--audio",
+            tmp_path / "a.wav",
+            "--out",
+            out,
+            "--no-face",
+            "pass",
+        )
+        == 0
+    )
     written, source = list(iter_frames(out)), list(iter_frames(tmp_path / "v.mp4"))
     assert len(written) == 20
     assert np.abs(written[7].astype(int) - source[7].astype(int)).mean() < 2.0
@@ -114,10 +135,28 @@ def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
     peaks = []
     for seconds in (2, 4):
         proc = subprocess.run(
-            [sys.executable, "-c", PEAK_RSS, "run", *FAST, "--steps", "1", "--video", demo / "demo1_video.mp4",
-             "--audio", demo / "demo1_audio.wav", "--max-seconds", str(seconds), "--out", tmp_path / f"{seconds}.mp4",
-             "--run-dir", tmp_path / f"run{seconds}"],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                PEAK_RSS,
+                "run",
+                *FAST,
+                "--steps",
+                "1",
+                "--video",
+                demo / "demo1_video.mp4",
+                "--audio",
+                demo / "demo1_audio.wav",
+                "--max-seconds",
+                str(seconds),
+                "--out",
+                tmp_path / f"{seconds}.mp4",
+                "--run-dir",
+                tmp_path / f"run{seconds}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         line = next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_KB"))
         assert line.endswith(" 0")
