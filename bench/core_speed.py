@@ -47,6 +47,12 @@ def unet_inputs(batch: int, resolution: int, dtype: torch.dtype, frames: int = 1
     return sample, torch.tensor(500, device="cuda"), audio
 
 
+def report(row: dict) -> dict:
+    """Print a row as soon as it is measured, so a run cut short still leaves its figures."""
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def bench_dtype(dtype_name: str, resolutions: list[int], compile_modes: list[str]) -> list[dict]:
     """Every measurement for one dtype; the models are freed when this returns."""
     dtype = DTYPES[dtype_name]
@@ -68,17 +74,22 @@ def bench_dtype(dtype_name: str, resolutions: list[int], compile_modes: list[str
             latents = torch.randn((16, 4, resolution // 8, resolution // 8), device="cuda", dtype=dtype)
             enc = time_ms(lambda x=images: vae.encode(x).latent_dist.sample(), warmup=2, repeats=5)
             dec = time_ms(lambda z=latents: vae.decode(z).sample, warmup=2, repeats=5)
-            rows.append(dict(base, what="vae encode32", mode="eager", ms=enc))
-            rows.append(dict(base, what="vae decode16", mode="eager", ms=dec))
+            rows.append(report(dict(base, what="vae encode32", mode="eager", ms=enc)))
+            rows.append(report(dict(base, what="vae decode16", mode="eager", ms=dec)))
             for mode in compile_modes:
-                compiled = torch.compile(unet, mode=None if mode == "default" else mode)
+                # static shapes: one graph per resolution, no dynamic-shape recompiles (a past run spent
+                # its whole lease recompiling with symbolic shapes)
+                torch._dynamo.reset()
+                compiled = torch.compile(unet, mode=None if mode == "default" else mode, dynamic=False)
                 inputs = unet_inputs(2, resolution, dtype)
                 t0 = time.perf_counter()
                 compiled(*inputs)
                 torch.cuda.synchronize()
                 compile_s = time.perf_counter() - t0
                 ms = time_ms(lambda c=compiled, i=inputs: c(*i))
-                rows.append(dict(base, what="unet b2", mode=f"compile:{mode}", ms=ms, compile_s=compile_s))
+                rows.append(
+                    report(dict(base, what="unet b2", mode=f"compile:{mode}", ms=ms, compile_s=compile_s))
+                )
     return rows
 
 
