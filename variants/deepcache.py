@@ -1,0 +1,226 @@
+"""DeepCache (Ma et al., arXiv 2312.00858): reuse the U-Net's deep features across neighbouring sampler steps.
+
+Adjacent denoising steps change the high-level features little. Every `interval`-th U-Net call of a sampler run
+(the first included) runs the whole U-Net and caches the features entering up block `L-1-branch` (L = number of
+levels); the calls in between run only the shallow path: conv_in, down_blocks[0..branch], then
+up_blocks[L-1-branch..] on the cached features, and the output head.
+
+This works at BLOCK granularity: branch 0 caches everything except conv_in, down_blocks[0], up_blocks[-1] and
+conv_out. The reference's DeepCacheSDHelper(cache_interval=3, cache_branch_id=0) caches at the granularity of
+single layers inside those blocks, so its shallow path is shorter than ours and its outputs differ from ours.
+The shallow path also runs down_blocks[branch]'s downsampler, whose output only the deep path uses (one conv).
+The wrapper calls the U-Net's blocks itself, so it depends on LatentSyncUNet's block interface
+(harness/models/unet.py); test_variants_models checks its full path equals the U-Net's own forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from variants.base import Variant, VariantError
+
+if TYPE_CHECKING:
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+UPSTREAM_DEFAULT = {"interval": 3, "branch": 0}  # what the reference inference script turns on
+
+
+class DeepCache(Variant):
+    family = "deepcache"
+    summary = "reuse deep U-Net features for interval-1 of every interval steps (DeepCache)"
+
+    @classmethod
+    def parse(cls, value: Any) -> str | dict[str, int]:
+        if value is None or value is False or value == "off":
+            return "off"
+        if value == "upstream-default":
+            return dict(UPSTREAM_DEFAULT)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"interval": value}
+        if not isinstance(value, dict):
+            raise VariantError(f"deepcache: expected {cls.allowed()}, got {value!r}")
+        unknown = sorted(set(value) - {"interval", "branch"})
+        if unknown:
+            raise VariantError(f"deepcache: unknown keys {unknown}; expected {cls.allowed()}")
+        parsed = {
+            "interval": value.get("interval", UPSTREAM_DEFAULT["interval"]),
+            "branch": value.get("branch", 0),
+        }
+        for key, low in (("interval", 1), ("branch", 0)):
+            if not isinstance(parsed[key], int) or isinstance(parsed[key], bool) or parsed[key] < low:
+                raise VariantError(f"deepcache: {key} must be an integer >= {low}, got {parsed[key]!r}")
+        return parsed
+
+    @classmethod
+    def allowed(cls) -> str:
+        return (
+            "'off', 'upstream-default' (interval 3, branch 0), an interval N, "
+            "or {interval: N >= 1, branch: B >= 0 (< number of U-Net levels)}"
+        )
+
+    @property
+    def is_noop(self) -> bool:
+        return self.value == "off"
+
+    @property
+    def lossless(self) -> bool:
+        # interval 1 refreshes the cache on every call: the full U-Net always runs.
+        return self.is_noop or self.value["interval"] == 1
+
+    def apply(self, pipeline: LipsyncPipeline) -> None:
+        if self.is_noop:
+            return
+        wrapper = DeepCacheUNet(pipeline.unet, **self.value)
+        pipeline.unet = wrapper
+        pipeline.segment_hooks.append(wrapper.reset)
+
+
+class DeepCacheUNet(nn.Module):
+    """Called like the LatentSync U-Net; runs it fully every `interval` calls and shallowly in between.
+
+    Call `reset()` when a new sampler run starts (the pipeline's segment hooks do): the next call is then full.
+    """
+
+    def __init__(self, unet: nn.Module, interval: int, branch: int = 0):
+        super().__init__()
+        missing = [
+            n
+            for n in ("conv_in", "down_blocks", "mid_block", "up_blocks", "conv_out")
+            if not hasattr(unet, n)
+        ]
+        if missing:
+            raise VariantError(
+                f"deepcache: the U-Net ({type(unet).__name__}) has no {missing}; it needs the LatentSync layout"
+            )
+        levels = len(unet.down_blocks)
+        if not 0 <= branch < levels:
+            raise VariantError(f"deepcache: branch must be in 0..{levels - 1} for this {levels}-level U-Net")
+        self.unet = unet
+        self.interval = interval
+        self.branch = branch
+        self.calls = 0
+        self.cache: torch.Tensor | None = None
+        self._full: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self.full_path
+        self._shallow: Callable[..., torch.Tensor] = self.shallow_path
+
+    # The pipeline and other variants read these from whatever pipeline.unet is.
+    @property
+    def config(self) -> Any:
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.cache = None
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compile the two paths as separate graphs; the call counter stays in Python, outside both."""
+        self._full = torch.compile(self.full_path, *args, **kwargs)
+        self._shallow = torch.compile(self.shallow_path, *args, **kwargs)
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        refresh = self.calls % self.interval == 0 or self.cache is None
+        # A batch of another shape (a fresh sampler whose hook did not run) cannot reuse the cache.
+        if not refresh and self.cache.shape[0] != sample.shape[0] * sample.shape[2]:
+            refresh = True
+        if refresh:
+            self.calls = 0
+            out, cache = self._full(sample, timestep, encoder_hidden_states)
+            # A copy: compiled graphs with CUDA graphs reuse their output buffers on the next replay.
+            self.cache = cache.clone()
+        else:
+            out = self._shallow(sample, timestep, encoder_hidden_states, self.cache)
+        self.calls += 1
+        return out
+
+    def full_path(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole U-Net; also returns the features entering the first cached-from up block."""
+        unet = self.unet
+        emb, x, frames = self._stem(sample, timestep, audio)
+        skips = [x]
+        for block in unet.down_blocks:
+            x, block_skips = block(x, emb, audio, frames)
+            skips += block_skips
+        x = unet.mid_block(x, emb, audio, frames)
+        first_shallow = len(unet.up_blocks) - 1 - self.branch
+        for block in unet.up_blocks[:first_shallow]:
+            x, skips = self._up(block, x, skips, emb, audio, frames)
+        cache = x
+        for block in unet.up_blocks[first_shallow:]:
+            x, skips = self._up(block, x, skips, emb, audio, frames)
+        return self._head(x, sample.shape), cache
+
+    def shallow_path(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int | float,
+        audio: torch.Tensor,
+        cache: torch.Tensor,
+    ) -> torch.Tensor:
+        """conv_in, down_blocks[..branch], then the last branch+1 up blocks starting from `cache`."""
+        unet = self.unet
+        emb, x, frames = self._stem(sample, timestep, audio)
+        skips = [x]
+        for block in unet.down_blocks[: self.branch + 1]:
+            x, block_skips = block(x, emb, audio, frames)
+            skips += block_skips
+        shallow_up = unet.up_blocks[len(unet.up_blocks) - 1 - self.branch :]
+        # Up blocks take their skips from the end of the list, and the shallow ones come last: they take the
+        # first skips the down path made; the rest belong to deep up blocks.
+        skips = skips[: sum(len(block.resnets) for block in shallow_up)]
+        x = cache
+        for block in shallow_up:
+            x, skips = self._up(block, x, skips, emb, audio, frames)
+        return self._head(x, sample.shape)
+
+    # Prologue, one up block, and epilogue of LatentSyncUNet.forward, split so the two paths share them.
+    def _stem(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        unet = self.unet
+        unet._check_inputs(sample, audio)
+        b, c, f, h, w = sample.shape
+        if unet.config.center_input_sample:
+            sample = 2 * sample - 1.0
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
+        emb = unet.time_embedding(unet.time_proj(timesteps).to(unet.dtype)).repeat_interleave(f, dim=0)
+        x = unet.conv_in(sample.transpose(1, 2).reshape(b * f, c, h, w))
+        return emb, x, f
+
+    @staticmethod
+    def _up(
+        block: nn.Module,
+        x: torch.Tensor,
+        skips: list[torch.Tensor],
+        emb: torch.Tensor,
+        audio: torch.Tensor,
+        frames: int,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        used = len(block.resnets)
+        block_skips, skips = skips[-used:], skips[:-used]
+        upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
+        return block(x, block_skips, emb, audio, frames, upsample_size), skips
+
+    def _head(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        from harness.models.unet_layers import group_norm_over_frames
+
+        b, _, f, h, w = shape
+        x = F.silu(group_norm_over_frames(self.unet.conv_norm_out, x, f))
+        x = self.unet.conv_out(x)
+        return x.view(b, f, -1, h, w).transpose(1, 2).contiguous()

@@ -1,0 +1,291 @@
+"""Structured pruning of the U-Net: inner channels by magnitude, all motion modules, or named residual blocks.
+
+Channel pruning is restricted to dimensions no other layer sees: the GEGLU feed-forward inner dimension
+(ff.net.0.proj rows / ff.net.2 columns) and the attention inner dimension (to_q/to_k/to_v rows, to_out.0
+columns) of every spatial and temporal transformer. The residual stream, the skip connections, GroupNorm
+groups and the motion modules' position encodings keep their widths, so nothing downstream changes shape.
+Whole-graph pruning with torch-pruning's DepGraph (1.6.1) was tried on the tiny U-Net and does not work: it
+prunes the residual stream inconsistently (SpatialTransformer.proj_in's output against the reshape keyed on
+its input's width), and the stream's width is also tied to GroupNorm(32) groups, the `pos_encoder.pe`
+buffers and the skip concatenations. So this module slices the layers itself, with torch-pruning's default
+criterion: the group L2 magnitude (sum of squares of every weight removed together).
+
+No fine-tuning follows: pruned outputs drift from the baseline, more so at higher ratios.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from variants.base import Variant, VariantError
+
+if TYPE_CHECKING:
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+log = logging.getLogger(__name__)
+
+METHODS = ("channels", "drop-motion", "drop-blocks")
+# Kept widths round up to a multiple of this where the width allows: tensor cores and flash attention want
+# head dims and matmul sizes in multiples of 8.
+ALIGN = 8
+
+
+class Pruning(Variant):
+    family = "pruning"
+    summary = "structured U-Net pruning: inner channels by magnitude, motion modules, or named blocks"
+
+    @classmethod
+    def parse(cls, value: Any) -> str | dict[str, Any]:
+        if value is None or value is False or value in ("none", "off"):
+            return "none"
+        if isinstance(value, str):
+            method, _, arg = value.partition(":")
+            value = {"method": method.strip()}
+            if arg and method.strip() == "channels":
+                value["ratio"] = arg
+            elif arg and method.strip() == "drop-blocks":
+                value["blocks"] = arg.split(",")
+            elif arg:
+                raise VariantError(
+                    f"pruning: {method!r} takes no argument, got {arg!r}; expected {cls.allowed()}"
+                )
+        if not isinstance(value, dict) or value.get("method") not in METHODS:
+            raise VariantError(f"pruning: expected {cls.allowed()}, got {value!r}")
+        method = value["method"]
+        keys = {"channels": {"ratio"}, "drop-motion": set(), "drop-blocks": {"blocks"}}[method]
+        unknown = sorted(set(value) - keys - {"method"})
+        if unknown:
+            raise VariantError(f"pruning: {method} does not take {unknown}; expected {cls.allowed()}")
+        if method == "channels":
+            try:
+                ratio = float(value.get("ratio", ""))
+            except (TypeError, ValueError):
+                ratio = math.nan
+            if not 0.0 < ratio < 1.0:
+                raise VariantError(f"pruning: channels needs a ratio in (0, 1), got {value.get('ratio')!r}")
+            return {"method": method, "ratio": ratio}
+        if method == "drop-blocks":
+            blocks = value.get("blocks")
+            if (
+                not blocks
+                or not isinstance(blocks, list)
+                or not all(isinstance(b, str) and b.strip() for b in blocks)
+            ):
+                raise VariantError(
+                    f"pruning: drop-blocks needs a non-empty list of module names, got {blocks!r} "
+                    "(e.g. blocks: [up_blocks.3.motion_modules.2])"
+                )
+            return {"method": method, "blocks": [b.strip() for b in blocks]}
+        return {"method": method}
+
+    @classmethod
+    def allowed(cls) -> str:
+        return (
+            "'none', 'channels:R' or {method: channels, ratio: R in (0, 1)}, 'drop-motion', or "
+            "{method: drop-blocks, blocks: [names of motion modules / transformers]}"
+        )
+
+    @property
+    def is_noop(self) -> bool:
+        return self.value == "none"
+
+    @property
+    def lossless(self) -> bool:
+        return self.is_noop
+
+    def describe(self) -> dict[str, Any]:
+        if self.is_noop:
+            return {"pruning": "none"}
+        return {f"pruning.{k}": ",".join(v) if isinstance(v, list) else v for k, v in self.value.items()}
+
+    def apply(self, pipeline: LipsyncPipeline) -> None:
+        if self.is_noop:
+            return
+        unet = getattr(pipeline.unet, "unet", pipeline.unet)  # under a DeepCache wrapper: the U-Net itself
+        before = count_parameters(unet)
+        method = self.value["method"]
+        if method == "channels":
+            prune_inner_channels(unet, self.value["ratio"])
+        elif method == "drop-motion":
+            names = [name for name, module in unet.named_modules() if _is_motion_module(module)]
+            if not names:
+                raise VariantError("pruning: drop-motion found no motion modules in the U-Net")
+            drop_blocks(unet, names)
+        else:
+            drop_blocks(unet, self.value["blocks"])
+        log.info("pruning %s: U-Net parameters %d -> %d", method, before, count_parameters(unet))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Skipped(nn.Module):
+    """Stands in for a dropped residual block: returns its input unchanged."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.dropped = name
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dropped={self.dropped}"
+
+
+def droppable_blocks(unet: nn.Module) -> list[str]:
+    """Names of the modules whose output is their input plus a residual branch, so identity can replace them."""
+    return [name for name, module in unet.named_modules() if isinstance(module, _residual_types())]
+
+
+def drop_blocks(unet: nn.Module, names: list[str]) -> None:
+    """Replace each named residual block with identity; unknown or non-residual names fail with a hint."""
+    modules = dict(unet.named_modules())
+    allowed = droppable_blocks(unet)
+    for name in names:
+        if name not in modules:
+            close = difflib.get_close_matches(name, allowed, n=3)
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; droppable blocks include {allowed[:4]}"
+            )
+            raise VariantError(f"pruning: the U-Net has no module {name!r}{hint}")
+        if name not in allowed and not isinstance(modules[name], Skipped):
+            raise VariantError(
+                f"pruning: {name!r} ({type(modules[name]).__name__}) is not a residual block and cannot be "
+                "dropped; drop motion modules (…motion_modules.N), spatial transformers (…attentions.N) or "
+                "transformer blocks (…transformer_blocks.N)"
+            )
+    for name in sorted(set(names), key=len):
+        if any(name.startswith(done + ".") for done in names if done != name and len(done) < len(name)):
+            continue  # inside a block dropped already
+        parent_name, _, child = name.rpartition(".")
+        parent = unet.get_submodule(parent_name) if parent_name else unet
+        setattr(parent, child, Skipped(name))
+
+
+def prune_inner_channels(unet: nn.Module, ratio: float) -> int:
+    """Remove `ratio` of every attention and GEGLU inner dimension by group L2 magnitude; returns the number of
+    layer groups pruned."""
+    from diffusers.models.activations import GEGLU
+    from diffusers.models.attention_processor import Attention
+
+    pruned = 0
+    for module in list(unet.modules()):
+        if isinstance(module, Attention):
+            _prune_attention(module, ratio)
+            pruned += 1
+        elif hasattr(module, "net") and len(module.net) == 3 and isinstance(module.net[0], GEGLU):
+            _prune_geglu(module.net[0].proj, module.net[2], ratio)
+            pruned += 1
+    if pruned == 0:
+        raise VariantError("pruning: channels found no attention or GEGLU feed-forward layer in the U-Net")
+    return pruned
+
+
+def _kept(width: int, ratio: float) -> int:
+    kept = max(1, width - int(width * ratio))
+    if width % ALIGN == 0 and width >= 2 * ALIGN:
+        kept = min(width, math.ceil(kept / ALIGN) * ALIGN)
+    return kept
+
+
+def _row_energy(linear: nn.Linear) -> torch.Tensor:
+    """Sum of squares per output channel (weight row and bias)."""
+    energy = linear.weight.detach().float().pow(2).sum(1)
+    if linear.bias is not None:
+        energy = energy + linear.bias.detach().float().pow(2)
+    return energy
+
+
+def _col_energy(linear: nn.Linear) -> torch.Tensor:
+    return linear.weight.detach().float().pow(2).sum(0)
+
+
+def _prune_geglu(proj: nn.Linear, out: nn.Linear, ratio: float) -> None:
+    """proj: dim -> 2*inner (value half, then gate half); out: inner -> dim. Channel j is rows j and inner+j
+    of proj and column j of out."""
+    _check_plain(proj, out)
+    inner = out.in_features
+    energy = _row_energy(proj).view(2, inner).sum(0) + _col_energy(out)
+    keep = energy.topk(_kept(inner, ratio)).indices.sort().values
+    _slice_rows(proj, torch.cat([keep, keep + inner]))
+    _slice_cols(out, keep)
+
+
+def _prune_attention(attn: nn.Module, ratio: float) -> None:
+    """Keep the same number of channels in every head, chosen per head: q/k channels together (they form the
+    dot product), v / to_out channels together. Heads stay; the head dim shrinks."""
+    q, k, v, out = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
+    _check_plain(q, k, v, out)
+    heads = attn.heads
+    inner = q.out_features
+    if k.out_features != inner or v.out_features != inner or inner % heads:
+        raise VariantError(
+            "pruning: channels needs attention q/k/v of one width divisible by the head count; got "
+            f"{q.out_features}/{k.out_features}/{v.out_features} with {heads} heads"
+        )
+    head_dim = inner // heads
+    kept = _kept(head_dim, ratio)
+    if kept == head_dim:
+        return
+    offsets = torch.arange(heads, device=q.weight.device)[:, None] * head_dim
+
+    def top_per_head(energy: torch.Tensor) -> torch.Tensor:
+        return (energy.view(heads, head_dim).topk(kept, dim=1).indices.sort(dim=1).values + offsets).flatten()
+
+    keep_qk = top_per_head(_row_energy(q) + _row_energy(k))
+    keep_vo = top_per_head(_row_energy(v) + _col_energy(out))
+    # SDPA scales logits by 1/sqrt(head dim); the new head dim would sharpen them. Scaling q by
+    # sqrt(kept / head_dim) restores the trained 1/sqrt(head_dim), and `attn.scale` follows for processors
+    # that pass it explicitly.
+    _slice_rows(q, keep_qk, scale=math.sqrt(kept / head_dim))
+    _slice_rows(k, keep_qk)
+    _slice_rows(v, keep_vo)
+    _slice_cols(out, keep_vo)
+    attn.scale = kept**-0.5
+    for name in ("inner_dim", "inner_kv_dim"):
+        if hasattr(attn, name):
+            setattr(attn, name, kept * heads)
+
+
+def _check_plain(*layers: nn.Module) -> None:
+    for layer in layers:
+        if type(layer) is not nn.Linear or type(layer.weight) is not nn.Parameter:
+            raise VariantError(
+                f"pruning: cannot slice a {type(layer).__name__} with {type(layer.weight).__name__} weights; "
+                "prune before quantizing (list pruning before quantization in the sweep)"
+            )
+
+
+def _slice_rows(linear: nn.Linear, keep: torch.Tensor, scale: float = 1.0) -> None:
+    linear.weight = nn.Parameter(linear.weight.detach()[keep] * scale, requires_grad=False)
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.detach()[keep] * scale, requires_grad=False)
+    linear.out_features = len(keep)
+
+
+def _slice_cols(linear: nn.Linear, keep: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight.detach()[:, keep].contiguous(), requires_grad=False)
+    linear.in_features = len(keep)
+
+
+def _residual_types() -> tuple[type, ...]:
+    from harness.models.motion_module import MotionModule, TemporalBlock, TemporalTransformer
+    from harness.models.unet_layers import SpatialTransformer, TransformerBlock
+
+    return (MotionModule, TemporalTransformer, TemporalBlock, SpatialTransformer, TransformerBlock)
+
+
+def _is_motion_module(module: nn.Module) -> bool:
+    from harness.models.motion_module import MotionModule
+
+    return isinstance(module, MotionModule)

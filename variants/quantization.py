@@ -1,0 +1,177 @@
+"""Weight quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4, torchao int8 weight-only or fp8.
+
+Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
+embedding); convolutions and norms keep their dtype. Quantization happens in place on the U-Net's modules, so
+it also reaches a U-Net already wrapped by another variant (DeepCache).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from variants.base import Variant, VariantError
+
+if TYPE_CHECKING:
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-fp8")
+FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
+# torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
+FP8_DIM_MULTIPLE = 16
+# LLM.int8 outlier threshold: activation columns above it run in fp16 (the bitsandbytes default for inference).
+INT8_OUTLIER_THRESHOLD = 6.0
+
+
+class Quantization(Variant):
+    family = "quantization"
+    summary = "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8)"
+
+    @classmethod
+    def parse(cls, value: Any) -> str:
+        method = str(value).strip().lower() if value is not None else "none"
+        if method in ("off", "false", "0"):
+            method = "none"
+        if method not in METHODS:
+            raise VariantError(f"quantization: expected {cls.allowed()}, got {value!r}")
+        return method
+
+    @classmethod
+    def allowed(cls) -> str:
+        return "one of " + ", ".join(METHODS)
+
+    @property
+    def lossless(self) -> bool:
+        return self.is_noop
+
+    @property
+    def is_noop(self) -> bool:
+        return self.value == "none"
+
+    def is_available(self, env: dict[str, Any]) -> str | None:
+        if self.is_noop:
+            return None
+        device_type = env.get("device_type") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.value.startswith("bnb-"):
+            return _bitsandbytes_missing(device_type)
+        if self.value == "torchao-fp8":
+            if device_type != "cuda":
+                return "fp8 matmuls need a CUDA GPU of compute capability >= 8.9; this run is on CPU"
+            capability = torch.cuda.get_device_capability()
+            if capability < FP8_MIN_CAPABILITY:
+                return f"fp8 matmuls need compute capability >= 8.9; this GPU has {capability[0]}.{capability[1]}"
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            return "torchao is not installed; pip install torchao (or the project's [quant] extra)"
+        return None
+
+    def apply(self, pipeline: LipsyncPipeline) -> None:
+        if self.is_noop:
+            return
+        count = quantize_linears(pipeline.unet, self.value, pipeline.device, pipeline.dtype)
+        if count == 0:
+            raise VariantError(
+                f"quantization={self.value}: the U-Net has no nn.Linear layer it could quantize"
+            )
+        log.info("quantization=%s: quantized %d Linear layers of the U-Net", self.value, count)
+
+
+def quantize_linears(module: nn.Module, method: str, device: torch.device, dtype: torch.dtype) -> int:
+    """Quantize every nn.Linear inside `module` in place with `method`; returns how many layers changed."""
+    if method not in METHODS[1:]:
+        raise VariantError(f"quantization: no method {method!r}; expected one of {', '.join(METHODS[1:])}")
+    if method in ("bnb-int8", "bnb-nf4"):
+        return _replace_linears(module, lambda linear: _bnb_linear(linear, method, device, dtype))
+    from torchao.quantization import quantize_
+
+    count = 0
+
+    def eligible(layer: nn.Module, _fqn: str) -> bool:
+        nonlocal count
+        ok = isinstance(layer, nn.Linear) and (
+            method != "torchao-fp8"
+            or (layer.in_features % FP8_DIM_MULTIPLE == 0 and layer.out_features % FP8_DIM_MULTIPLE == 0)
+        )
+        count += int(ok)
+        return ok
+
+    quantize_(module, _torchao_config(method), filter_fn=eligible)
+    return count
+
+
+def _torchao_config(method: str) -> Any:
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig
+
+    if method == "torchao-int8wo":
+        return Int8WeightOnlyConfig()
+    return Float8DynamicActivationFloat8WeightConfig()
+
+
+def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
+    """Swap each nn.Linear child (recursively) for make(linear); returns the number swapped."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Linear:
+            setattr(module, name, make(child))
+            count += 1
+        else:
+            count += _replace_linears(child, make)
+    return count
+
+
+def _bnb_linear(linear: nn.Linear, method: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    import bitsandbytes as bnb
+
+    has_bias = linear.bias is not None
+    # bitsandbytes quantizes a parameter when it moves off the CPU (int8 only quantizes from CPU data),
+    # so the float weight goes through host memory once.
+    weight = linear.weight.detach().to("cpu")
+    if method == "bnb-int8":
+        layer = bnb.nn.Linear8bitLt(
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            has_fp16_weights=False,
+            threshold=INT8_OUTLIER_THRESHOLD,
+            device="meta",
+        )
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        layer = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            compute_dtype=dtype,
+            quant_type="nf4",
+            device="meta",
+        )
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
+    if has_bias:
+        layer.bias = nn.Parameter(linear.bias.detach().to("cpu", dtype), requires_grad=False)
+    return layer.to(device)
+
+
+def _bitsandbytes_missing(device_type: str) -> str | None:
+    """None when bitsandbytes imports and has a backend for the device; otherwise the reason."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "bitsandbytes is not installed; pip install bitsandbytes (or the project's [quant] extra)"
+    if device_type == "cuda":
+        return None
+    # CPU kernels arrived in bitsandbytes 0.48; older builds import but fail on the first matmul.
+    try:
+        probe = _bnb_linear(nn.Linear(64, 64), "bnb-nf4", torch.device("cpu"), torch.float32)
+        probe(torch.zeros(1, 64))
+    except Exception as exc:  # any failure here means: no usable CPU backend
+        return (
+            f"bitsandbytes has no working CPU backend here ({type(exc).__name__}: {exc}); run on a CUDA GPU"
+        )
+    return None
