@@ -88,6 +88,7 @@ class FieldVariant(Variant):
     choices: ClassVar[tuple[Any, ...]] = ()
     value_type: ClassVar[type] = str
     baseline: ClassVar[Any] = None
+    minimum: ClassVar[float | None] = None  # for numeric families
     lossless_values: ClassVar[tuple[Any, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -103,13 +104,16 @@ class FieldVariant(Variant):
             raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}") from None
         if cls.choices and parsed not in cls.choices:
             raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}")
+        if cls.minimum is not None and parsed < cls.minimum:
+            raise VariantError(f"{cls.family}: must be >= {cls.minimum:g}, got {value!r}")
         return parsed
 
     @classmethod
     def allowed(cls) -> str:
         if cls.choices:
             return "one of " + ", ".join(map(str, cls.choices))
-        return f"a value of type {cls.value_type.__name__}"
+        kind = {int: "an integer", float: "a number"}.get(cls.value_type, f"a {cls.value_type.__name__}")
+        return kind if cls.minimum is None else f"{kind} >= {cls.minimum:g}"
 
     @property
     def lossless(self) -> bool:

@@ -1,8 +1,6 @@
 """Segments per U-Net call: several 16-frame segments denoised in one batched call."""
 
-from typing import Any
-
-from variants.base import FieldVariant, VariantError
+from variants.base import FieldVariant
 
 
 class Batch(FieldVariant):
@@ -11,17 +9,7 @@ class Batch(FieldVariant):
     field_name = "segments_per_call"
     value_type = int
     baseline = 1
-
-    @classmethod
-    def parse(cls, value: Any) -> int:
-        count = super().parse(value)
-        if count < 1:
-            raise VariantError(f"batch: must be >= 1, got {value!r}")
-        return count
-
-    @classmethod
-    def allowed(cls) -> str:
-        return "an integer >= 1"
+    minimum = 1
 
     @property
     def lossless(self) -> bool:

@@ -1,8 +1,6 @@
 """Number of denoising steps."""
 
-from typing import Any
-
-from variants.base import FieldVariant, VariantError
+from variants.base import FieldVariant
 
 
 class Steps(FieldVariant):
@@ -11,14 +9,4 @@ class Steps(FieldVariant):
     field_name = "steps"
     value_type = int
     baseline = 20
-
-    @classmethod
-    def parse(cls, value: Any) -> int:
-        steps = super().parse(value)
-        if steps < 1:
-            raise VariantError(f"steps: must be >= 1, got {value!r}")
-        return steps
-
-    @classmethod
-    def allowed(cls) -> str:
-        return "an integer >= 1"
+    minimum = 1

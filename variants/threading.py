@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from variants.base import FieldVariant, VariantError
+from variants.base import FieldVariant
 
 
 class Threading(FieldVariant):
@@ -11,15 +11,11 @@ class Threading(FieldVariant):
     field_name = "workers"
     value_type = int
     baseline = 0
+    minimum = 0
 
     @classmethod
     def parse(cls, value: Any) -> int:
-        if value in ("serial", "off", None):
-            return 0
-        workers = super().parse(value)
-        if workers < 0:
-            raise VariantError(f"threading: worker count must be >= 0, got {value!r}")
-        return workers
+        return 0 if value in ("serial", "off", None) else super().parse(value)
 
     @classmethod
     def allowed(cls) -> str:

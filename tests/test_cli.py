@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from variants import VARIANTS
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sweep"], ["score"], ["download"], ["variants"]])
+def test_help_explains_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: harness" in capsys.readouterr().out
+
+
+def test_run_help_names_each_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for option in (
+        "--video",
+        "--audio",
+        "--out",
+        "--weights",
+        "--detector",
+        "--resolution",
+        "--steps",
+        "--guidance",
+        "--seed",
+        "--device",
+        "--dtype",
+        "--no-face",
+        "--variant",
+        "--crf",
+    ):
+        assert option in text
+
+
+def test_variants_lists_every_family(capsys):
+    assert main(["variants"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in VARIANTS.names())
+
+
+def test_sweep_dry_run_lists_trials_without_running(tmp_path, capsys):
+    assert main(["sweep", str(QUICKSTART), "--dry-run", "--out-dir", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "baseline" in text and "threads2" in text and "(lossless)" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_sweep_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text("name: x\ngrid:\n  stpes: [2]\n")
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--dry-run"]) == 2
+    assert "s.yaml:3: unknown variant family 'stpes'; did you mean 'steps'" in capsys.readouterr().err
