@@ -127,6 +127,12 @@ def _measure(
         with CProfileTracker(folder):
             pipeline.run(config.video, config.audio, output)
         artifacts += ["profile.prof", "profile_top30.txt"]
+    if trial.torch_trace:
+        from harness.trackers.torch_trace import TorchTraceTracker
+
+        with TorchTraceTracker(folder, pipeline.device) as trace:
+            pipeline.run(config.video, config.audio, output)
+        artifacts += [trace.trace_path.name, trace.table_path.name]
     metrics["_weights_source"] = pipeline.weights.kind
     return metrics, artifacts, output
 

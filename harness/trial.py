@@ -24,6 +24,7 @@ class Trial:
     repeats: int = 1
     warmup: int = 0
     profile: bool = True
+    torch_trace: bool = False  # also a torch.profiler trace (chrome JSON + op table) of one run
     score: bool = True
     keep_video: bool = True
     is_baseline: bool = False
@@ -53,6 +54,7 @@ class Trial:
             "repeats": self.repeats,
             "warmup": self.warmup,
             "profile": self.profile,
+            "torch_trace": self.torch_trace,
             "score": self.score,
             "inputs": [_file_stamp(self.video), _file_stamp(self.audio)],
         }

@@ -56,3 +56,16 @@ def test_bad_sweep_file_is_an_error_not_a_traceback(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text("name: x\ngrid:\n  stpes: [2]\n")
     assert main(["sweep", str(tmp_path / "s.yaml"), "--dry-run"]) == 2
     assert "s.yaml:3: unknown variant family 'stpes'; did you mean 'steps'" in capsys.readouterr().err
+
+
+def test_score_prints_json_scores_and_says_why_others_are_missing(tmp_path, capsys):
+    import json
+
+    from harness.pipeline.demo_clip import ensure_demo_clip
+
+    video, audio = ensure_demo_clip()
+    assert main(["score", str(video), "--audio", str(audio), "--reference", str(video), "--json"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    assert scores["ssim"] == pytest.approx(1.0) and "sync_av_offset_frames" in scores
+    assert "lse_c: not computed" in captured.err and "syncnet" in captured.err.lower()

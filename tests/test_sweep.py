@@ -74,3 +74,46 @@ def test_shipped_experiments_load():
     quick = load_sweep(root / "quickstart.yaml")
     assert quick.trials[0].is_baseline and len(quick.trials) >= 6
     assert load_sweep(root / "speed.yaml").trials
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    import json
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    from harness.pipeline.demo_clip import demo_audio, demo_frames
+    from harness.pipeline.media import VideoWriter
+    from harness.sweep import run_sweep
+
+    with VideoWriter(tmp_path / "faceless.mp4") as writer:
+        for _ in range(12):
+            writer.write(np.full((96, 96, 3), 80, dtype=np.uint8))
+    with VideoWriter(tmp_path / "face.mp4") as writer:
+        for frame in demo_frames(12):
+            writer.write(frame)
+    wavfile.write(tmp_path / "a.wav", 16000, demo_audio(0.48))
+    sweep = load_sweep(
+        _write(
+            tmp_path,
+            """
+        name: t
+        base: {weights: tiny, steps: 1, device: cpu}
+        inputs:
+          - {name: faceless, video: faceless.mp4, audio: a.wav}
+          - {name: face, video: face.mp4, audio: a.wav}
+        score: false
+        torch_trace: true
+        """,
+        )
+    )
+    results = run_sweep(sweep, tmp_path / "out", inline=True, log_mlflow=False)
+    by_input = {r["trial"].split("/")[0]: r for r in results}
+    assert by_input["faceless"]["status"] == "failed"
+    assert "no face found in frame 0" in by_input["faceless"]["error"]
+    assert by_input["face"]["status"] == "ok"
+    folder = tmp_path / "out" / "trials" / next((tmp_path / "out" / "trials").glob("face_baseline-*")).name
+    assert (folder / "torch_trace.json").exists() and "torch_trace.json" in by_input["face"]["artifacts"]
+    table = (tmp_path / "out" / "results.csv").read_text()
+    assert "failed" in table and "ok" in table
+    assert json.loads((folder / "config.json").read_text())["steps"] == 1

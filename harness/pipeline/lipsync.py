@@ -190,9 +190,12 @@ class LipsyncPipeline:
             with writer, tqdm(total=num_out, desc="lip-sync", unit="frame", leave=False) as bar:
                 for group in self._segments(source, num_out, timer):
                     for seg in group:
+                        bar.set_postfix_str("detect, align, encode")
                         self._detect_and_align(seg, state, pool, timer)
                         self._encode(seg, chunks, timer)
+                    bar.set_postfix_str(f"denoise ({cfg.steps} steps), decode")
                     self._denoise(group, timer)
+                    bar.set_postfix_str("restore, write")
                     for seg in group:
                         matrices[seg.start : seg.start + len(seg.frames)] = seg.matrices
                         no_face += [seg.start + int(i) for i in np.flatnonzero(~seg.has_face)]
