@@ -72,9 +72,15 @@ class Trial:
         return Trial(**data)
 
 
+# Families that change the loaded model apply in this order, whatever order the YAML lists them in:
+# pruning needs float weights, DeepCache wraps the final U-Net, compile goes last.
+APPLY_ORDER = ("pruning", "quantization", "deepcache", "compile")
+
+
 def build_variants(values: dict[str, Any]) -> list[Variant]:
-    """Instantiate variants and reject incompatible combinations before any work."""
+    """Instantiate variants (in apply order) and reject incompatible combinations before any work."""
     built = [VARIANTS.get(family)(value) for family, value in values.items()]
+    built.sort(key=lambda v: APPLY_ORDER.index(v.family) if v.family in APPLY_ORDER else -1)
     fields_seen: dict[str, str] = {}
     for variant in built:
         for name in variant.sets_fields:

@@ -106,3 +106,10 @@ def test_resolution_changes_the_aligned_face_size():
         _, config = configured("resolution", value)
         faces, _ = align_faces(frames, points, config.resolution)
         assert faces.shape == (1, value, value, 3)
+
+
+def test_model_changing_variants_apply_in_a_safe_order():
+    built = build_variants(
+        {"compile": "default", "quantization": "torchao-int8wo", "pruning": "drop-motion", "steps": 3}
+    )
+    assert [v.family for v in built] == ["steps", "pruning", "quantization", "compile"]
