@@ -18,7 +18,6 @@ from harness.trial import Trial
 
 log = logging.getLogger(__name__)
 
-PSNR_CAP_DB = 100.0
 STAGES = ("read", "audio", "detect", "align", "encode", "denoise", "decode", "restore", "write")
 
 
@@ -155,8 +154,7 @@ def _score(
         **trial.score_options,
     )
     result["skipped_scores"] = scored.skipped
-    # Identical frames give an infinite PSNR; MLflow and JSON want finite numbers, so it is capped.
-    scores = {k: min(v, PSNR_CAP_DB) if k.startswith("psnr") else v for k, v in scored.scores.items()}
+    scores = dict(scored.scores)
     scores["score_s"] = scored.score_s
     if reference is not None:
         failed, reason = fidelity_flag(trial.lossless, scores.get("psnr_db"))

@@ -213,6 +213,9 @@ def _reference_scores(
             _run(result, (key,), compute, weights)
 
 
+PSNR_CAP_DB = 100.0  # reported for identical frames
+
+
 def score_video(
     video: str | Path,
     audio: str | Path | np.ndarray | None = None,
@@ -265,5 +268,9 @@ def score_video(
         _skip(result, (*FIDELITY_KEYS, "fid", "fvd", "lpips"), reason)
     else:
         _reference_scores(inputs, inputs.reference, fid_weights, fvd_weights, lpips_weights, result)
+    # Identical frames give an infinite PSNR; JSON and MLflow need finite numbers, so it is capped here once.
+    for key, value in result.scores.items():
+        if key.startswith("psnr"):
+            result.scores[key] = min(value, PSNR_CAP_DB)
     result.score_s = time.perf_counter() - started
     return result
