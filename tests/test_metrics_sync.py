@@ -103,7 +103,7 @@ def test_score_video_end_to_end(tmp_path, shared_dir):
     import cv2
 
     from harness.pipeline.media import VideoWriter, iter_frames, read_audio
-    from metrics.score import INPUT_KEYS, LSE_KEYS, SYNC_AV_KEYS, score_video
+    from metrics.score import INPUT_KEYS, LSE_KEYS, PSNR_CAP_DB, SYNC_AV_KEYS, score_video
 
     source = shared_dir / "data" / "latentsync-demo" / "demo1_video.mp4"
     audio = read_audio(source, sample_rate=16000)[: 60 * 640]
@@ -123,8 +123,8 @@ def test_score_video_end_to_end(tmp_path, shared_dir):
         device="cpu",
     )
     assert set(SYNC_AV_KEYS) | set(LSE_KEYS) | set(INPUT_KEYS) | {"psnr_db", "ssim"} <= set(result.scores)
-    assert result.scores["psnr_db"] == np.inf and result.scores["ssim"] == pytest.approx(1.0)
-    assert result.scores["psnr_outside_mouth_db"] == np.inf
+    assert result.scores["psnr_db"] == PSNR_CAP_DB and result.scores["ssim"] == pytest.approx(1.0)
+    assert result.scores["psnr_outside_mouth_db"] == PSNR_CAP_DB
     assert result.scores["mouth_sharpness_ratio"] == pytest.approx(1.0)
     assert result.scores["lse_d"] >= 0 and result.scores["lse_c"] >= 0
     assert -15 <= result.scores["lse_offset_frames"] <= 15
