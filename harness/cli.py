@@ -154,7 +154,7 @@ def _parse_variant(text: str) -> tuple[str, Any]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import load_sweep, run_sweep
 
-    sweep = load_sweep(args.file)
+    sweep = load_sweep(args.file, overrides=args.set, only=args.only.split(",") if args.only else None)
     out_dir = Path(args.out_dir or Path("outputs") / sweep.name)
     if args.dry_run:
         print(
@@ -181,7 +181,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     from metrics.score import score_video
 
     result = score_video(
-        Path(args.video), audio=args.audio, reference=args.reference, syncnet_weights=args.syncnet_weights
+        Path(args.video),
+        audio=args.audio,
+        reference=args.reference,
+        input_video=args.input,
+        resolution=args.resolution,
+        syncnet_weights=args.syncnet_weights,
+        s3fd_weights=args.s3fd_weights,
+        fid_weights=args.fid_weights,
+        fvd_weights=args.fvd_weights,
+        lpips_weights=tuple(args.lpips_weights) if args.lpips_weights else None,
     )
     for key, reason in result.skipped.items():
         print(f"{key}: not computed: {reason}", file=sys.stderr)
@@ -229,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out-dir", help="sweep folder (default outputs/<sweep name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the trials and exit")
     sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the file (repeatable): a top-level key such as repeats=1 or profile=false, "
+        "or a run setting as base.FIELD=VALUE (e.g. base.max_seconds=3.2); values are YAML",
+    )
+    sweep.add_argument(
+        "--only", metavar="NAMES", help="run only these trials (comma-separated names as in --dry-run)"
+    )
+    sweep.add_argument(
         "--inline",
         action="store_true",
         help="run trials in this process (debugging) instead of one fresh process each",
@@ -255,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--s3fd-weights", help="sfd_face.pth: S3FD face crops for SyncNet, as in papers")
     score.add_argument("--fid-weights", help="TorchScript Inception for FID (skipped without it)")
     score.add_argument("--fvd-weights", help="TorchScript I3D for FVD (skipped without it)")
-    score.add_argument("--lpips-weights", help="LPIPS AlexNet weights (skipped without it)")
+    score.add_argument(
+        "--lpips-weights",
+        nargs=2,
+        metavar=("ALEXNET", "HEADS"),
+        help="torchvision's alexnet-owt-7be5be79.pth and lpips' v0.1 alex.pth (skipped without them)",
+    )
     score.add_argument("--json", action="store_true", help="print the scores as JSON")
     score.set_defaults(func=cmd_score)
     download = sub.add_parser("download", help="fetch the public checkpoints with huggingface_hub")

@@ -78,7 +78,9 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None) -> Sweep:
+    """Read and check a sweep file. overrides: "KEY=VALUE" for top-level keys or "base.FIELD=VALUE" (values
+    parsed as YAML), applied over the file; only: run just these trials (names as in the file)."""
     path = Path(path)
     if not path.exists():
         raise SweepError(f"{path}: sweep file not found")
@@ -90,8 +92,12 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SweepError(f"{path}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
+    overridden = _apply_overrides(data, overrides or [])
 
     def where(*keys: Any) -> str:
+        for depth in range(len(keys), 0, -1):
+            if keys[:depth] in overridden:
+                return "--set " + ".".join(map(str, keys[:depth]))
         for depth in range(len(keys), -1, -1):
             if keys[:depth] in lines:
                 return f"{path}:{lines[keys[:depth]]}"
@@ -119,8 +125,18 @@ def load_sweep(path: str | Path) -> Sweep:
             raise fail(
                 f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key
             )
-        if key.endswith("_weights") and not Path(value).exists():
-            raise fail(f"score option {key}: file not found: {value}", "score_options", key)
+        if key == "lpips_weights":
+            if not isinstance(value, list) or len(value) != 2:
+                raise fail(
+                    "score option lpips_weights: expected [AlexNet .pth, lpips alex.pth], two paths",
+                    "score_options",
+                    key,
+                )
+            score_options[key] = tuple(value)
+        paths = value if key == "lpips_weights" else [value] if key.endswith("_weights") else []
+        for item in paths:
+            if not Path(item).exists():
+                raise fail(f"score option {key}: file not found: {item}", "score_options", key)
     inputs = data.get("inputs") or [{"name": "demo", "video": "demo", "audio": "demo"}]
     for i, item in enumerate(inputs):
         for role in ("video", "audio"):
@@ -184,6 +200,13 @@ def load_sweep(path: str | Path) -> Sweep:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise fail(f"trial names repeat: {', '.join(duplicates)}", "trials")
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; trials: {', '.join(names)}"
+            raise SweepError(f"{path}: --only names no trial {unknown[0]!r}{hint}")
+        trials = [t for t in trials if t.name in only]
     return Sweep(
         name=str(data.get("name") or path.stem),
         path=path,
@@ -193,6 +216,30 @@ def load_sweep(path: str | Path) -> Sweep:
         description=str(data.get("description") or ""),
         lines=lines,
     )
+
+
+def _apply_overrides(data: dict, overrides: list[str]) -> set[tuple]:
+    """Set "KEY=VALUE" / "base.FIELD=VALUE" in the loaded file; returns the key paths set."""
+    done: set[tuple] = set()
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        keys = tuple(key.strip().split("."))
+        if not sep or not keys[0]:
+            raise SweepError(f"--set expects KEY=VALUE or base.FIELD=VALUE, got {text!r}")
+        if keys[0] not in TOP_KEYS or (keys[0] == "base") != (len(keys) == 2) or len(keys) > 2:
+            close = difflib.get_close_matches(keys[0], TOP_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close and close[0] != keys[0] else ""
+            raise SweepError(
+                f"--set {key}: expected a top-level key ({', '.join(TOP_KEYS)}) or base.FIELD{hint}"
+            )
+        parsed = yaml.safe_load(value)
+        if len(keys) == 2:
+            data.setdefault("base", {})
+            data["base"] = dict(data["base"] or {}, **{keys[1]: parsed})
+        else:
+            data[keys[0]] = parsed
+        done.add(keys)
+    return done
 
 
 def _short(value: Any) -> str:

@@ -64,9 +64,11 @@ def test_score_prints_json_scores_and_says_why_others_are_missing(tmp_path, caps
     from harness.pipeline.demo_clip import ensure_demo_clip
 
     video, audio = ensure_demo_clip()
-    assert main(["score", str(video), "--audio", str(audio), "--reference", str(video), "--json"]) == 0
+    args = ["score", str(video), "--audio", str(audio), "--reference", str(video), "--input", str(video)]
+    assert main([*args, "--resolution", "256", "--json"]) == 0
     captured = capsys.readouterr()
     scores = json.loads(captured.out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert scores["psnr_db"] == 100.0  # identical frames: capped, not Infinity
     assert scores["ssim"] == pytest.approx(1.0) and "sync_av_offset_frames" in scores
     assert "lse_c: not computed" in captured.err and "syncnet" in captured.err.lower()
+    assert scores["psnr_outside_mouth_db"] == 100.0 and scores["mouth_sharpness_ratio"] == pytest.approx(1.0)

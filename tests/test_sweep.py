@@ -117,3 +117,42 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     table = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in table and "ok" in table
     assert json.loads((folder / "config.json").read_text())["steps"] == 1
+
+
+def test_set_overrides_keys_and_base_fields_and_only_picks_trials(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+        name: t
+        base: {weights: tiny, steps: 4}
+        repeats: 3
+        trials:
+          - name: baseline
+          - name: s2
+            variants: {steps: 2}
+          - name: g1
+            variants: {guidance: 1.0}
+        """,
+    )
+    sweep = load_sweep(path, overrides=["repeats=1", "base.steps=5", "profile=false"], only=["g1"])
+    assert [t.name for t in sweep.trials] == ["g1"]
+    trial = sweep.trials[0]
+    assert trial.repeats == 1 and trial.profile is False and trial.resolve().steps == 5
+    assert load_sweep(path).trials[0].repeats == 3  # the file itself is unchanged
+    with pytest.raises(SweepError, match=r"--set base.resolution: .*resolution must be one of 256, 512"):
+        load_sweep(path, overrides=["base.resolution=300"])
+    with pytest.raises(SweepError, match=r"--set repaets: .*did you mean 'repeats'"):
+        load_sweep(path, overrides=["repaets=1"])
+    with pytest.raises(SweepError, match=r"--only names no trial 'g1x'; did you mean 'g1'"):
+        load_sweep(path, only=["g1x"])
+
+
+def test_lpips_weights_are_a_pair_of_existing_files(tmp_path):
+    (tmp_path / "alex.pth").write_bytes(b"x")
+    text = "name: t\nscore_options:\n  lpips_weights: {}\n"
+    with pytest.raises(SweepError, match=r"s.yaml:3: score option lpips_weights: expected \[AlexNet"):
+        load_sweep(_write(tmp_path, text.format(tmp_path / "alex.pth")))
+    with pytest.raises(
+        SweepError, match=r"s.yaml:3: score option lpips_weights: file not found: .*heads.pth"
+    ):
+        load_sweep(_write(tmp_path, text.format([str(tmp_path / "alex.pth"), str(tmp_path / "heads.pth")])))
