@@ -22,10 +22,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads only where tables are built: a single `harness run` does without it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,8 @@ def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
     A trial folder whose result.json cannot be read becomes a failed row naming the problem, so one broken
     file never hides the others.
     """
+    import pandas as pd
+
     sweep_dir = Path(sweep_dir)
     rows = []
     for folder in trial_folders(sweep_dir):
@@ -280,6 +284,8 @@ def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     """Parquet needs one type per column: object columns holding mixed types become strings."""
+    import pandas as pd
+
     out = df.copy()
     for name in out.columns:
         if pd.api.types.is_object_dtype(out[name]) and not all(

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One device call (see README "Measured results"): install the wheels carried in .whl/ (and site archives,
+# *.zip, unpacked as they are), say which runtime packages import, then run the steps named as arguments:
+#   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
+#   sweep:NAMES  experiments/speed.yaml end to end on .gpudata/demo1_* (trials NAMES, comma-separated)
+# Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
+set -u
+OUT=${OUT:-/tmp/gpu_out}
+SITE=/tmp/site
+mkdir -p "$OUT" "$SITE"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+for archive in .whl/*.zip; do [ -e "$archive" ] && python3 -m zipfile -e "$archive" "$SITE"; done
+export PYTHONPATH="$PWD:$SITE" PYTHONUNBUFFERED=1
+python3 - <<'PY' 2>&1 | tee "$OUT/probe.txt"
+import importlib
+for name in ("torch", "diffusers", "transformers", "av", "cv2", "mediapipe", "matplotlib", "pandas", "pyarrow",
+             "yaml", "tqdm", "psutil", "scipy", "skimage", "mlflow", "onnxruntime", "insightface", "torchao",
+             "bitsandbytes", "triton"):
+    try:
+        module = importlib.import_module(name)
+        print(f"{name:14s} {getattr(module, '__version__', 'ok')}")
+    except Exception as exc:
+        print(f"{name:14s} MISSING ({type(exc).__name__}: {str(exc)[:80]})")
+PY
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$OUT/probe.txt"
+for step in "$@"; do
+  case "$step" in
+    core)
+      timeout 220 python3 bench/core_speed.py --resolutions 512 --dtypes fp16 --compile default \
+        --out "$OUT" 2>&1 | tee "$OUT/core.log" | grep -v '^{' ;;
+    sweep:*)
+      trials=${step#sweep:}
+      timeout 300 python3 -m harness.cli sweep experiments/speed.yaml --no-mlflow --only "$trials" \
+        --out-dir /tmp/speed --set repeats=2 --set profile=false --set base.max_seconds=2.56 \
+        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        > "$OUT/sweep_${trials//,/_}.log" 2>&1
+      tail -5 "$OUT/sweep_${trials//,/_}.log"
+      python3 bench/summarise_trials.py /tmp/speed | tee "$OUT/sweep_${trials//,/_}.md" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
