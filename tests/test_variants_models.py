@@ -389,3 +389,13 @@ def test_default_compile_matches_eager_on_a_small_unet():
     compiled = _run(pipeline.unet, inputs)
     assert small._compiled_call_impl is not None
     assert math.isfinite(_rel_error(compiled, eager)) and _rel_error(compiled, eager) < 1e-4
+
+
+def test_channel_pruning_keeps_inference_weights_frozen(unet):
+    unet.requires_grad_(False)
+    attn = next(m for m in unet.modules() if type(m).__name__ == "Attention")
+    width = attn.to_q.out_features
+    Pruning("channels:0.5").apply(_pipeline(unet))
+    assert not any(p.requires_grad for p in unet.parameters())
+    assert attn.to_q.out_features == attn.to_k.out_features == attn.to_out[0].in_features == attn.inner_dim
+    assert attn.inner_dim < width and attn.inner_dim % attn.heads == 0

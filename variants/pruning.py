@@ -1,14 +1,15 @@
 """Structured pruning of the U-Net: inner channels by magnitude, all motion modules, or named residual blocks.
 
-Channel pruning is restricted to dimensions no other layer sees: the GEGLU feed-forward inner dimension
-(ff.net.0.proj rows / ff.net.2 columns) and the attention inner dimension (to_q/to_k/to_v rows, to_out.0
-columns) of every spatial and temporal transformer. The residual stream, the skip connections, GroupNorm
-groups and the motion modules' position encodings keep their widths, so nothing downstream changes shape.
-Whole-graph pruning with torch-pruning's DepGraph (1.6.1) was tried on the tiny U-Net and does not work: it
-prunes the residual stream inconsistently (SpatialTransformer.proj_in's output against the reshape keyed on
-its input's width), and the stream's width is also tied to GroupNorm(32) groups, the `pos_encoder.pe`
-buffers and the skip concatenations. So this module slices the layers itself, with torch-pruning's default
-criterion: the group L2 magnitude (sum of squares of every weight removed together).
+Channel pruning uses torch-pruning (DepGraph) on the dimensions no other layer sees: the GEGLU feed-forward
+inner dimension (ff.net.0.proj's value and gate rows together, ff.net.2's columns) and the attention inner
+dimension (to_q/to_k/to_v rows, to_out.0 columns, the same number kept in every head) of every spatial and
+temporal transformer. Each feed-forward and attention module gets its own dependency graph, traced on a few
+tokens, and its channels are ranked by torch-pruning's group L2 magnitude. The residual stream, the skip
+connections, GroupNorm groups and the motion modules' position encodings keep their widths, so nothing
+downstream changes shape. One graph over the whole U-Net (torch-pruning 1.6.1) does not work: it prunes the
+residual stream inconsistently (SpatialTransformer.proj_in's output against the reshape keyed on its input's
+width), and that width is also tied to GroupNorm(32) groups, the `pos_encoder.pe` buffers and the skip
+concatenations.
 
 No fine-tuning follows: pruned outputs drift from the baseline, more so at higher ratios.
 """
@@ -173,7 +174,7 @@ def drop_blocks(unet: nn.Module, names: list[str]) -> None:
 
 
 def prune_inner_channels(unet: nn.Module, ratio: float) -> int:
-    """Remove `ratio` of every attention and GEGLU inner dimension by group L2 magnitude; returns the number of
+    """Remove `ratio` of every attention and GEGLU inner dimension with torch-pruning; returns the number of
     layer groups pruned."""
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
@@ -184,7 +185,9 @@ def prune_inner_channels(unet: nn.Module, ratio: float) -> int:
             _prune_attention(module, ratio)
             pruned += 1
         elif hasattr(module, "net") and len(module.net) == 3 and isinstance(module.net[0], GEGLU):
-            _prune_geglu(module.net[0].proj, module.net[2], ratio)
+            _check_plain(module.net[0].proj, module.net[2])
+            example = _tokens(module.net[0].proj)
+            _prune_group(module, (example,), module.net[2], heads=1, ratio=ratio)
             pruned += 1
     if pruned == 0:
         raise VariantError("pruning: channels found no attention or GEGLU feed-forward layer in the U-Net")
@@ -198,32 +201,44 @@ def _kept(width: int, ratio: float) -> int:
     return kept
 
 
-def _row_energy(linear: nn.Linear) -> torch.Tensor:
-    """Sum of squares per output channel (weight row and bias)."""
-    energy = linear.weight.detach().float().pow(2).sum(1)
-    if linear.bias is not None:
-        energy = energy + linear.bias.detach().float().pow(2)
-    return energy
+def _tokens(first: nn.Linear, count: int = 4) -> torch.Tensor:
+    """A small input for tracing the layer's module: (1, count, in_features) on its device and dtype."""
+    return torch.randn(1, count, first.in_features, device=first.weight.device, dtype=first.weight.dtype)
 
 
-def _col_energy(linear: nn.Linear) -> torch.Tensor:
-    return linear.weight.detach().float().pow(2).sum(0)
+def _prune_group(module: nn.Module, example: tuple | dict, root: nn.Linear, heads: int, ratio: float) -> int:
+    """Prune the input channels of `root` and everything torch-pruning's dependency graph couples to them
+    (traced on `example`), keeping the same number per head, chosen by the group's L2 magnitude (torch-pruning's
+    default criterion). Returns the channels kept per head."""
+    import torch_pruning as tp
 
-
-def _prune_geglu(proj: nn.Linear, out: nn.Linear, ratio: float) -> None:
-    """proj: dim -> 2*inner (value half, then gate half); out: inner -> dim. Channel j is rows j and inner+j
-    of proj and column j of out."""
-    _check_plain(proj, out)
-    inner = out.in_features
-    energy = _row_energy(proj).view(2, inner).sum(0) + _col_energy(out)
-    keep = energy.topk(_kept(inner, ratio)).indices.sort().values
-    _slice_rows(proj, torch.cat([keep, keep + inner]))
-    _slice_cols(out, keep)
+    width = root.in_features
+    head_dim = width // heads
+    kept = _kept(head_dim, ratio)
+    if kept == head_dim:
+        return kept
+    # The graph is read off autograd: trace with gradients on, whatever the caller's mode and the weights' flags
+    # (pruning replaces the parameters, so the flags are restored by name afterwards).
+    flags = {name: param.requires_grad for name, param in module.named_parameters()}
+    with torch.enable_grad():
+        for param in module.parameters():
+            param.requires_grad_(True)
+        graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    group = graph.get_pruning_group(root, tp.prune_linear_in_channels, idxs=list(range(width)))
+    importance = tp.importance.GroupMagnitudeImportance(p=2)(group).float()
+    keep = importance.view(heads, head_dim).topk(kept, dim=1).indices
+    keep = keep + torch.arange(heads, device=keep.device)[:, None] * head_dim
+    drop = sorted(set(range(width)) - set(keep.flatten().tolist()))
+    with torch.no_grad():
+        graph.get_pruning_group(root, tp.prune_linear_in_channels, idxs=drop).prune()
+    for name, param in module.named_parameters():
+        param.requires_grad_(flags.get(name, False))
+    return kept
 
 
 def _prune_attention(attn: nn.Module, ratio: float) -> None:
-    """Keep the same number of channels in every head, chosen per head: q/k channels together (they form the
-    dot product), v / to_out channels together. Heads stay; the head dim shrinks."""
+    """Keep the same number of channels in every head (q, k, v and to_out's inputs share them: torch-pruning
+    couples them through the attention product). Heads stay; the head dim shrinks."""
     q, k, v, out = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
     _check_plain(q, k, v, out)
     heads = attn.heads
@@ -234,23 +249,19 @@ def _prune_attention(attn: nn.Module, ratio: float) -> None:
             f"{q.out_features}/{k.out_features}/{v.out_features} with {heads} heads"
         )
     head_dim = inner // heads
-    kept = _kept(head_dim, ratio)
+    example = {"hidden_states": _tokens(q)}
+    if attn.is_cross_attention:
+        example["encoder_hidden_states"] = _tokens(k, count=3)
+    kept = _prune_group(attn, example, out, heads=heads, ratio=ratio)
     if kept == head_dim:
         return
-    offsets = torch.arange(heads, device=q.weight.device)[:, None] * head_dim
-
-    def top_per_head(energy: torch.Tensor) -> torch.Tensor:
-        return (energy.view(heads, head_dim).topk(kept, dim=1).indices.sort(dim=1).values + offsets).flatten()
-
-    keep_qk = top_per_head(_row_energy(q) + _row_energy(k))
-    keep_vo = top_per_head(_row_energy(v) + _col_energy(out))
     # SDPA scales logits by 1/sqrt(head dim); the new head dim would sharpen them. Scaling q by
     # sqrt(kept / head_dim) restores the trained 1/sqrt(head_dim), and `attn.scale` follows for processors
     # that pass it explicitly.
-    _slice_rows(q, keep_qk, scale=math.sqrt(kept / head_dim))
-    _slice_rows(k, keep_qk)
-    _slice_rows(v, keep_vo)
-    _slice_cols(out, keep_vo)
+    with torch.no_grad():
+        q.weight.mul_(math.sqrt(kept / head_dim))
+        if q.bias is not None:
+            q.bias.mul_(math.sqrt(kept / head_dim))
     attn.scale = kept**-0.5
     for name in ("inner_dim", "inner_kv_dim"):
         if hasattr(attn, name):
@@ -264,18 +275,6 @@ def _check_plain(*layers: nn.Module) -> None:
                 f"pruning: cannot slice a {type(layer).__name__} with {type(layer.weight).__name__} weights; "
                 "prune before quantizing (list pruning before quantization in the sweep)"
             )
-
-
-def _slice_rows(linear: nn.Linear, keep: torch.Tensor, scale: float = 1.0) -> None:
-    linear.weight = nn.Parameter(linear.weight.detach()[keep] * scale, requires_grad=False)
-    if linear.bias is not None:
-        linear.bias = nn.Parameter(linear.bias.detach()[keep] * scale, requires_grad=False)
-    linear.out_features = len(keep)
-
-
-def _slice_cols(linear: nn.Linear, keep: torch.Tensor) -> None:
-    linear.weight = nn.Parameter(linear.weight.detach()[:, keep].contiguous(), requires_grad=False)
-    linear.in_features = len(keep)
 
 
 def _residual_types() -> tuple[type, ...]:
