@@ -9,7 +9,7 @@ This works at BLOCK granularity: branch 0 caches everything except conv_in, down
 conv_out. The reference's DeepCacheSDHelper(cache_interval=3, cache_branch_id=0) caches at the granularity of
 single layers inside those blocks, so its shallow path is shorter than ours and its outputs differ from ours.
 The shallow path also runs down_blocks[branch]'s downsampler, whose output only the deep path uses (one conv).
-The wrapper calls the U-Net's blocks itself, so it depends on LatentSyncUNet's block interface
+The wrapper calls the U-Net's blocks itself through LatentSyncUNet's stem / run_up_block / head
 (harness/models/unet.py); test_variants_models checks its full path equals the U-Net's own forward.
 """
 
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from variants.base import Variant, VariantError
@@ -90,7 +89,7 @@ class DeepCacheUNet(nn.Module):
         super().__init__()
         missing = [
             n
-            for n in ("conv_in", "down_blocks", "mid_block", "up_blocks", "conv_out")
+            for n in ("stem", "down_blocks", "mid_block", "up_blocks", "run_up_block", "head")
             if not hasattr(unet, n)
         ]
         if missing:
@@ -152,7 +151,7 @@ class DeepCacheUNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole U-Net; also returns the features entering the first cached-from up block."""
         unet = self.unet
-        emb, x, frames = self._stem(sample, timestep, audio)
+        emb, x, frames = unet.stem(sample, timestep, audio)
         skips = [x]
         for block in unet.down_blocks:
             x, block_skips = block(x, emb, audio, frames)
@@ -160,11 +159,11 @@ class DeepCacheUNet(nn.Module):
         x = unet.mid_block(x, emb, audio, frames)
         first_shallow = len(unet.up_blocks) - 1 - self.branch
         for block in unet.up_blocks[:first_shallow]:
-            x, skips = self._up(block, x, skips, emb, audio, frames)
+            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
         cache = x
         for block in unet.up_blocks[first_shallow:]:
-            x, skips = self._up(block, x, skips, emb, audio, frames)
-        return self._head(x, sample.shape), cache
+            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
+        return unet.head(x, sample.shape), cache
 
     def shallow_path(
         self,
@@ -175,7 +174,7 @@ class DeepCacheUNet(nn.Module):
     ) -> torch.Tensor:
         """conv_in, down_blocks[..branch], then the last branch+1 up blocks starting from `cache`."""
         unet = self.unet
-        emb, x, frames = self._stem(sample, timestep, audio)
+        emb, x, frames = unet.stem(sample, timestep, audio)
         skips = [x]
         for block in unet.down_blocks[: self.branch + 1]:
             x, block_skips = block(x, emb, audio, frames)
@@ -186,41 +185,5 @@ class DeepCacheUNet(nn.Module):
         skips = skips[: sum(len(block.resnets) for block in shallow_up)]
         x = cache
         for block in shallow_up:
-            x, skips = self._up(block, x, skips, emb, audio, frames)
-        return self._head(x, sample.shape)
-
-    # Prologue, one up block, and epilogue of LatentSyncUNet.forward, split so the two paths share them.
-    def _stem(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, audio: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        unet = self.unet
-        unet._check_inputs(sample, audio)
-        b, c, f, h, w = sample.shape
-        if unet.config.center_input_sample:
-            sample = 2 * sample - 1.0
-        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
-        emb = unet.time_embedding(unet.time_proj(timesteps).to(unet.dtype)).repeat_interleave(f, dim=0)
-        x = unet.conv_in(sample.transpose(1, 2).reshape(b * f, c, h, w))
-        return emb, x, f
-
-    @staticmethod
-    def _up(
-        block: nn.Module,
-        x: torch.Tensor,
-        skips: list[torch.Tensor],
-        emb: torch.Tensor,
-        audio: torch.Tensor,
-        frames: int,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        used = len(block.resnets)
-        block_skips, skips = skips[-used:], skips[:-used]
-        upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
-        return block(x, block_skips, emb, audio, frames, upsample_size), skips
-
-    def _head(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        from harness.models.unet_layers import group_norm_over_frames
-
-        b, _, f, h, w = shape
-        x = F.silu(group_norm_over_frames(self.unet.conv_norm_out, x, f))
-        x = self.unet.conv_out(x)
-        return x.view(b, f, -1, h, w).transpose(1, 2).contiguous()
+            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
+        return unet.head(x, sample.shape)

@@ -219,7 +219,23 @@ class LatentSyncUNet(nn.Module):
         timestep: torch.Tensor | int | float,
         encoder_hidden_states: torch.Tensor,
     ) -> torch.Tensor:
-        self._check_inputs(sample, encoder_hidden_states)
+        emb, x, f = self.stem(sample, timestep, encoder_hidden_states)
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, emb, encoder_hidden_states, f)
+            skips += block_skips
+        x = self.mid_block(x, emb, encoder_hidden_states, f)
+        for block in self.up_blocks:
+            x, skips = self.run_up_block(block, x, skips, emb, encoder_hidden_states, f)
+        return self.head(x, sample.shape)
+
+    # forward's prologue, up-block step and epilogue are public so that wrappers which run only part of the
+    # network (DeepCache's shallow path) reuse them instead of copying them.
+    def stem(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int | float, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Checks the inputs; returns the per-frame time embedding, conv_in's output (b*f, c, h, w) and f."""
+        self._check_inputs(sample, audio)
         b, c, f, h, w = sample.shape
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
@@ -227,18 +243,26 @@ class LatentSyncUNet(nn.Module):
         # Timesteps computes in float32 whatever the model dtype; the reference casts before the MLP
         emb = self.time_embedding(self.time_proj(timesteps).to(self.dtype))
         emb = emb.repeat_interleave(f, dim=0)  # one row per frame: frames are batch entries below
+        return emb, self.conv_in(sample.transpose(1, 2).reshape(b * f, c, h, w)), f
 
-        x = self.conv_in(sample.transpose(1, 2).reshape(b * f, c, h, w))
-        skips = [x]
-        for block in self.down_blocks:
-            x, block_skips = block(x, emb, encoder_hidden_states, f)
-            skips += block_skips
-        x = self.mid_block(x, emb, encoder_hidden_states, f)
-        for block in self.up_blocks:
-            used = len(block.resnets)
-            block_skips, skips = skips[-used:], skips[:-used]
-            upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
-            x = block(x, block_skips, emb, encoder_hidden_states, f, upsample_size)
+    @staticmethod
+    def run_up_block(
+        block: nn.Module,
+        x: torch.Tensor,
+        skips: list[torch.Tensor],
+        emb: torch.Tensor,
+        audio: torch.Tensor,
+        frames: int,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One up block, fed the last skips of the list; returns its output and the skips left."""
+        used = len(block.resnets)
+        block_skips, skips = skips[-used:], skips[:-used]
+        upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
+        return block(x, block_skips, emb, audio, frames, upsample_size), skips
+
+    def head(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Output norm and conv; (b*f, c, h, w) back to (b, out_channels, f, h, w) for a sample of `shape`."""
+        b, _, f, h, w = shape
         x = F.silu(group_norm_over_frames(self.conv_norm_out, x, f))
         x = self.conv_out(x)
         return x.view(b, f, -1, h, w).transpose(1, 2).contiguous()
