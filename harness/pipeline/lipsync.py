@@ -100,6 +100,11 @@ class LipsyncPipeline:
     weights: Any  # harness.models.weights.WeightSource
     segment_hooks: list[Callable[[], None]] = field(default_factory=list)  # run before each U-Net batch
     _local: threading.local = field(default_factory=threading.local)
+    # Built on first use and kept across runs: the mouth mask and the shared noise frame (per resolution);
+    # the VAE sampling generator is reseeded by every run.
+    _keep: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _noise_frame: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _rng: torch.Generator | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, config: RunConfig) -> LipsyncPipeline:
@@ -151,7 +156,7 @@ class LipsyncPipeline:
         """The mouth mask at face resolution, (r, r), 1 = keep the reference pixels."""
         from harness.pipeline.mask import mouth_mask
 
-        if getattr(self, "_keep", None) is None or self._keep.shape[-1] != self.config.resolution:
+        if self._keep is None or self._keep.shape[-1] != self.config.resolution:
             self._keep = torch.from_numpy(mouth_mask(self.config.resolution)).to(self.device)
         return self._keep.to(dtype)
 
@@ -310,7 +315,7 @@ class LipsyncPipeline:
 
     def _noise(self, latent_hw: torch.Size) -> torch.Tensor:
         """ONE latent frame of noise shared by every frame of the video, as the reference does."""
-        if getattr(self, "_noise_frame", None) is None or self._noise_frame.shape[-2:] != latent_hw:
+        if self._noise_frame is None or self._noise_frame.shape[-2:] != latent_hw:
             gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
             self._noise_frame = torch.randn(
                 (1, 4, 1, *latent_hw), generator=gen, device=self.device, dtype=self.dtype

@@ -21,10 +21,11 @@ import resource
 import sys
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 
 import psutil
 import torch
+
+from harness.trackers.base import Tracker
 
 MIB = float(2**20)
 # ru_maxrss is in KiB on Linux and in bytes on macOS.
@@ -46,7 +47,7 @@ class _Open:
     vram_reserved: int = 0
 
 
-class MemoryTracker:
+class MemoryTracker(Tracker):
     """`with MemoryTracker(device) as mem: ...` then `mem.summary()`; give it to a StageTimer for stages."""
 
     def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.005) -> None:
@@ -63,7 +64,7 @@ class MemoryTracker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> MemoryTracker:
+    def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("MemoryTracker is already running; use one tracker per block")
         self._stage_peaks.clear()
@@ -76,14 +77,8 @@ class MemoryTracker:
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, name="memory-tracker", daemon=True)
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

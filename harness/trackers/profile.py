@@ -11,12 +11,13 @@ import cProfile
 import io
 import pstats
 from pathlib import Path
-from types import TracebackType
+
+from harness.trackers.base import Tracker
 
 PROFILE_FILE = "profile.prof"
 
 
-class CProfileTracker:
+class CProfileTracker(Tracker):
     """`with CProfileTracker(out_dir) as prof: ...`; afterwards `prof.table` holds the text written to
     `profile_top<top>.txt` (`profile_top30.txt` by default)."""
 
@@ -40,7 +41,7 @@ class CProfileTracker:
     def table_path(self) -> Path:
         return self.out_dir / f"profile_top{self.top}.txt"
 
-    def __enter__(self) -> CProfileTracker:
+    def start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._profiler.enable()
@@ -49,14 +50,8 @@ class CProfileTracker:
                 f"cProfile could not start ({exc}); another profiler or coverage tool is active. "
                 "Turn it off, or run the trial without profiling (profile: false)."
             ) from exc
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._profiler.disable()
         self._profiler.dump_stats(self.stats_path)
         buffer = io.StringIO()

@@ -8,15 +8,16 @@ Traces are large and profiling slows the run: use it in its own pass, not in tim
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
 
+from harness.trackers.base import Tracker
+
 TRACE_FILE = "torch_trace.json"
 
 
-class TorchTraceTracker:
+class TorchTraceTracker(Tracker):
     """`with TorchTraceTracker(out_dir, device) as tr: ...`; afterwards `tr.table` holds the text written to
     `torch_top<rows>.txt`, and `torch_trace.json` is in out_dir."""
 
@@ -40,7 +41,7 @@ class TorchTraceTracker:
     def table_path(self) -> Path:
         return self.out_dir / f"torch_top{self.rows}.txt"
 
-    def __enter__(self) -> TorchTraceTracker:
+    def start(self) -> None:
         from torch.profiler import ProfilerActivity, profile
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -49,15 +50,9 @@ class TorchTraceTracker:
             activities.append(ProfilerActivity.CUDA)
         self._profiler = profile(activities=activities, record_shapes=True, profile_memory=self.memory)
         self._profiler.__enter__()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._profiler.__exit__(exc_type, exc, tb)
+    def stop(self) -> None:
+        self._profiler.__exit__(None, None, None)
         self._profiler.export_chrome_trace(str(self.trace_path))
         sort_by = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         self.table = self._profiler.key_averages().table(sort_by=sort_by, row_limit=self.rows)
