@@ -57,7 +57,7 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable: {value!r}")
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Write through a temporary file in the same folder and rename it over `path`, so readers (and a
     sweep resumed after a crash) see either the old file or the complete new one."""
     path = Path(path)
@@ -83,7 +83,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
             f.flush()
             os.fsync(f.fileno())
 
-    return _replace_atomically(Path(path), write)
+    return replace_atomically(Path(path), write)
 
 
 def read_json(path: str | Path) -> Any:
@@ -298,8 +298,8 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, sweep_dir: str | Path) -> tuple[Path, Path]:
     """Write results.csv and results.parquet into the sweep folder (atomically); returns both paths."""
     sweep_dir = Path(sweep_dir)
-    csv = _replace_atomically(sweep_dir / RESULTS_CSV, lambda tmp: df.to_csv(tmp, index=False))
-    parquet = _replace_atomically(
+    csv = replace_atomically(sweep_dir / RESULTS_CSV, lambda tmp: df.to_csv(tmp, index=False))
+    parquet = replace_atomically(
         sweep_dir / RESULTS_PARQUET, lambda tmp: _parquet_safe(df).to_parquet(tmp, index=False)
     )
     return csv, parquet

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.trial import Trial
+from reports.plots import draw_if_available, stage_times_plot
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def _measure(
     artifacts = ["config.json", "matrices.npy", "output.mp4"]
     _write_stage_table(metrics, folder / "stage_times.md")
     artifacts.append("stage_times.md")
+    if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
+        artifacts.append("stage_times.png")
     if trial.profile:
         with CProfileTracker(folder):
             pipeline.run(config.video, config.audio, output)

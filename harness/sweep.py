@@ -263,7 +263,8 @@ def run_sweep(
     """Run every trial not finished yet (baselines first); write the results table; log to MLflow."""
     from harness.launcher import run_in_subprocess
     from harness.results import collect_results, write_json_atomic, write_table
-    from harness.runner import resolve_inputs, run_trial
+    from harness.runner import STAGES, resolve_inputs, run_trial
+    from reports.plots import SWEEP_PLOTS_DIR, draw_if_available, sweep_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -297,6 +298,10 @@ def run_sweep(
         results.append(result)
     table = collect_results(out_dir)
     write_table(table, out_dir)
+    if draw_if_available(
+        lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
+    ):
+        log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
     if log_mlflow:
         from harness.tracking import log_sweep
 

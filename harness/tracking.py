@@ -41,6 +41,7 @@ from harness.results import (
     read_json,
     trial_folders,
 )
+from reports.plots import SWEEP_PLOTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ def log_sweep(
         for p in sorted(sweep_dir.iterdir())
         if p.is_file() and not p.name.startswith(".") and p.name != DB_FILE
     ]
+    sweep_files += sorted((sweep_dir / SWEEP_PLOTS_DIR).glob("*.png"))
     _log_files(client, parent_id, sweep_dir, sweep_files)
     client.set_terminated(parent_id, status="FINISHED", end_time=max(t[1] for t in times))
     log.info(

@@ -56,7 +56,9 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
     assert child.data.params["config.steps"] == "3" and child.data.metrics["fps"] > 0
     assert child.data.tags["weights.synthetic"] == "true"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"profile_top30.txt", "stage_times.md"} <= artifacts
+    assert {"profile_top30.txt", "stage_times.md", "stage_times.png"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert {"plots/fps.png", "plots/stage_times.png", "plots/speed_vs_quality.png"} <= plots
 
     again = _sweep(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-from harness.results import TrialResult, write_json_atomic
+from harness.results import TrialResult, collect_results, write_json_atomic
+from harness.runner import STAGES
 from harness.tracking import log_sweep, resolve_tracking, sanitize_key
+from reports.plots import SWEEP_PLOTS_DIR, sweep_plots
 
 SERVER_START_TIMEOUT_S = 120.0
 
@@ -30,8 +32,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(base: str, path: str, **query: str) -> dict[str, Any]:
-    url = f"{base}{path}?{urllib.parse.urlencode(query)}"
+def _get(base: str, endpoint: str, **query: str) -> dict[str, Any]:
+    url = f"{base}{endpoint}?{urllib.parse.urlencode(query)}"
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
 
@@ -136,6 +138,7 @@ def make_sweep(root: Path) -> Path:
     (sweep / "trials" / "base-aaa111" / "profile_top30.txt").write_text("ncalls tottime cumtime\n")
     (sweep / "trials" / "torn-ddd444").mkdir()
     (sweep / "trials" / "torn-ddd444" / "result.json").write_text("{")  # unreadable: left out, not fatal
+    sweep_plots(collect_results(sweep), sweep / SWEEP_PLOTS_DIR, STAGES, baseline="base")
     return sweep
 
 
@@ -160,6 +163,8 @@ def test_log_sweep_to_a_server_then_relog_adds_no_children(mlflow_server: str, t
     assert _tags(parent)["harness.sweep"] == "speed" and _tags(parent)["weights.synthetic"] == "true"
     parent_metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert parent_metrics["trials"] == 3 and parent_metrics["trials_failed"] == 1
+    plots = _get(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=parent_id, path=SWEEP_PLOTS_DIR)
+    assert {f["path"] for f in plots["files"]} >= {"plots/fps.png"}
 
     children = _children(mlflow_server, experiment_id, parent_id)
     by_name = {_tags(run)["mlflow.runName"]: run for run in children}

@@ -1,0 +1,146 @@
+"""Plots of a trial and of a sweep, as PNG files: MLflow logs them as artifacts and reports embed them.
+
+Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global backend switch), and
+written atomically like every other result file. Inputs are the trial's metrics and the sweep's results table,
+so plots can be redrawn from a finished sweep folder at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.results import replace_atomically
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+# Scores drawn against speed, when the sweep has them: (column, axis label, higher is better)
+QUALITY_AXES = (
+    ("psnr_db", "PSNR vs baseline (dB)", True),
+    ("sync_av_corr", "mouth-audio correlation (sync_av_corr)", True),
+    ("lse_c", "LSE-C (SyncNet confidence)", True),
+    ("lse_d", "LSE-D (SyncNet distance)", False),
+)
+log = logging.getLogger(__name__)
+
+SWEEP_PLOTS_DIR = "plots"
+BASELINE_COLOUR = "#d62728"
+TRIAL_COLOUR = "#1f77b4"
+
+
+def draw_if_available(draw: Callable[[], Any]) -> bool:
+    """Plots are extras: without matplotlib (a bare GPU image) the run goes on with a warning."""
+    try:
+        draw()
+    except ImportError as exc:
+        log.warning("no plot drawn: %s (pip install matplotlib)", exc)
+        return False
+    return True
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    return replace_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str | Path) -> Path:
+    """Horizontal bars of each stage's median time over the timed repeats, beside the cold (first) run."""
+    present = [s for s in stages if isinstance(metrics.get(f"{s}_s"), (int, float))]
+    if not present:
+        raise ValueError(f"no stage times (<stage>_s for {', '.join(stages)}) in the metrics")
+    figure = _figure(7, 0.45 * len(present) + 1.4)
+    ax = figure.add_subplot()
+    rows = range(len(present))
+    median = [metrics[f"{s}_s"] for s in present]
+    cold = [metrics.get(f"cold_{s}_s", float("nan")) for s in present]
+    ax.barh([r + 0.2 for r in rows], median, height=0.4, color=TRIAL_COLOUR, label="median of timed runs")
+    ax.barh([r - 0.2 for r in rows], cold, height=0.4, color="#aaaaaa", label="cold (first) run")
+    ax.set_yticks(list(rows), present)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    total = metrics.get("total_s")
+    fps = metrics.get("fps")
+    title = "stage times"
+    if isinstance(total, (int, float)) and isinstance(fps, (int, float)):
+        title += f": total {total:.2f} s, {fps:.2f} frames/s"
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return _save(figure, Path(path))
+
+
+def sweep_plots(
+    table: pd.DataFrame, out_dir: str | Path, stages: Sequence[str], baseline: str | None = None
+) -> list[Path]:
+    """fps per trial, stacked stage times per trial, and speed against each quality score present; written
+    to `out_dir`. Only trials with status ok are drawn; an empty list when there are none."""
+    ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
+    if ok.empty or "fps" not in ok:
+        return []
+    out_dir = Path(out_dir)
+    names = list(ok["trial"])
+    colours = [BASELINE_COLOUR if name == baseline else TRIAL_COLOUR for name in names]
+    paths = [_fps_plot(names, list(ok["fps"]), colours, out_dir / "fps.png")]
+    columns = [s for s in stages if f"{s}_s" in ok]
+    if columns:
+        paths.append(_stages_plot(names, ok, columns, out_dir / "stage_times.png"))
+    axes = [(col, label, up) for col, label, up in QUALITY_AXES if col in ok and ok[col].notna().any()]
+    if axes:
+        paths.append(_speed_quality_plot(names, ok, axes, colours, out_dir / "speed_vs_quality.png"))
+    return paths
+
+
+def _fps_plot(names: list[str], fps: list[float], colours: list[str], path: Path) -> Path:
+    figure = _figure(7, 0.4 * len(names) + 1.4)
+    ax = figure.add_subplot()
+    bars = ax.barh(range(len(names)), fps, color=colours)
+    ax.bar_label(bars, fmt="%.2f", padding=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("frames per second (median of timed runs; baseline in red)")
+    ax.set_title("speed per trial")
+    return _save(figure, path)
+
+
+def _stages_plot(names: list[str], ok: pd.DataFrame, stages: list[str], path: Path) -> Path:
+    figure = _figure(8, 0.4 * len(names) + 1.8)
+    ax = figure.add_subplot()
+    left = [0.0] * len(names)
+    for stage in stages:
+        values = [float(v) if v == v else 0.0 for v in ok[f"{stage}_s"]]  # NaN (not run) draws nothing
+        ax.barh(range(len(names)), values, left=left, label=stage)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median of timed runs)")
+    ax.set_title("where the time goes")
+    ax.legend(ncols=min(len(stages), 5), loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small")
+    return _save(figure, path)
+
+
+def _speed_quality_plot(
+    names: list[str], ok: pd.DataFrame, axes: list[tuple[str, str, bool]], colours: list[str], path: Path
+) -> Path:
+    figure = _figure(5 * len(axes), 4.2)
+    for i, (column, label, higher_better) in enumerate(axes):
+        ax = figure.add_subplot(1, len(axes), i + 1)
+        ax.scatter(ok["fps"], ok[column], c=colours)
+        for name, x, y in zip(names, ok["fps"], ok[column], strict=True):
+            if y == y:  # not NaN
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+        ax.set_xlabel("frames per second")
+        ax.set_ylabel(label + ("" if higher_better else " (lower is better)"))
+        ax.grid(alpha=0.3)
+    figure.suptitle("speed against quality (up and right is better unless noted)")
+    return _save(figure, path)
