@@ -4,6 +4,9 @@
 #   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
 #   sweep:NAMES  experiments/speed.yaml end to end on .gpudata/demo1_* (trials NAMES, comma-separated)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
+# Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
+# (diffusers, av, protobuf<5, absl-py, flatbuffers, attrs, and mediapipe 0.10.14 re-zipped without the pose,
+# hand and iris models to fit the carry limit), and .gpudata/ with copies of ../shared's demo1 video and audio.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
