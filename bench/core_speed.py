@@ -67,9 +67,8 @@ def bench_dtype(dtype_name: str, resolutions: list[int], compile_modes: list[str
             base = dict(resolution=resolution, dtype=dtype_name)
             for batch in (2, 1):
                 inputs = unet_inputs(batch, resolution, dtype)
-                rows.append(
-                    dict(base, what=f"unet b{batch}", mode="eager", ms=time_ms(lambda i=inputs: unet(*i)))
-                )
+                ms = time_ms(lambda i=inputs: unet(*i))
+                rows.append(report(dict(base, what=f"unet b{batch}", mode="eager", ms=ms)))
             images = torch.randn((32, 3, resolution, resolution), device="cuda", dtype=dtype)
             latents = torch.randn((16, 4, resolution // 8, resolution // 8), device="cuda", dtype=dtype)
             enc = time_ms(lambda x=images: vae.encode(x).latent_dist.sample(), warmup=2, repeats=5)
@@ -117,8 +116,8 @@ def main() -> None:
             row["core_fps"] = 16 / row["segment_s"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"device": device, "torch": torch.__version__, "weights": "synthetic", "rows": rows}
-    (out / "core_speed.json").write_text(json.dumps(report, indent=1))
+    summary = {"device": device, "torch": torch.__version__, "weights": "synthetic", "rows": rows}
+    (out / "core_speed.json").write_text(json.dumps(summary, indent=1))
     print(f"device: {device}, torch {torch.__version__}, synthetic weights")
     print("| what | res | dtype | mode | ms | 20-step segment s | core frames/s |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: |")
