@@ -13,7 +13,7 @@ the same inputs, not with dataset-level numbers in papers.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -79,15 +79,24 @@ def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.stack(batch)
 
 
-def _frame_stats(
-    net: torch.nn.Module, frames: Iterable[np.ndarray], device: torch.device, batch: int
+def _feature_stats(
+    net: torch.nn.Module,
+    samples: Iterable[np.ndarray],
+    device: torch.device,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    **call_kwargs: bool,
 ) -> GaussianStats:
+    """Pooled features of `net` over sample batches, each turned into the net's input by `prepare`."""
     stats = GaussianStats()
     with torch.inference_mode():
-        for chunk in _batches(frames, batch):
-            x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).contiguous()
-            stats.add(net(x, return_features=True).float().cpu().numpy())
+        for batch in samples:
+            x = prepare(torch.from_numpy(batch).to(device))
+            stats.add(net(x, return_features=True, **call_kwargs).float().cpu().numpy())
     return stats
+
+
+def _inception_input(frames: torch.Tensor) -> torch.Tensor:
+    return frames.permute(0, 3, 1, 2).contiguous()  # uint8 (n, h, w, 3) -> (n, 3, h, w)
 
 
 def fid(
@@ -99,9 +108,8 @@ def fid(
 ) -> float:
     """FID between the frames (RGB uint8) of two videos."""
     device = torch.device(device)
-    return frechet_distance(
-        _frame_stats(net, output, device, batch), _frame_stats(net, reference, device, batch)
-    )
+    a, b = (_feature_stats(net, _batches(v, batch), device, _inception_input) for v in (output, reference))
+    return frechet_distance(a, b)
 
 
 def _clips(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -111,13 +119,8 @@ def _clips(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
             yield clip
 
 
-def _clip_stats(net: torch.nn.Module, frames: Iterable[np.ndarray], device: torch.device) -> GaussianStats:
-    stats = GaussianStats()
-    with torch.inference_mode():
-        for clip in _clips(frames):
-            x = torch.from_numpy(clip).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-            stats.add(net(x, rescale=False, resize=False, return_features=True).float().cpu().numpy())
-    return stats
+def _i3d_input(clip: torch.Tensor) -> torch.Tensor:
+    return clip.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # uint8 (t, h, w, 3) -> (1, 3, t, h, w) in [-1, 1]
 
 
 def fvd(
@@ -128,4 +131,7 @@ def fvd(
 ) -> float:
     """FVD between two videos, each cut into 16-frame clips (at least 2 clips, 32 frames, each)."""
     device = torch.device(device)
-    return frechet_distance(_clip_stats(net, output, device), _clip_stats(net, reference, device))
+    a, b = (
+        _feature_stats(net, _clips(v), device, _i3d_input, rescale=False, resize=False) for v in (output, reference)
+    )
+    return frechet_distance(a, b)

@@ -47,6 +47,30 @@ def test_bad_values_are_rejected_before_any_work(family, value):
         VARIANTS.get(family)(value)
 
 
+@pytest.mark.parametrize(
+    "family, value, expected, noop",
+    [
+        ("compile", True, "default", False),
+        ("compile", False, "off", True),
+        ("compile", None, "off", True),
+        ("compile", " Reduce-Overhead ", "reduce-overhead", False),
+        ("quantization", None, "none", True),
+        ("quantization", "off", "none", True),
+        ("quantization", "BNB-NF4", "bnb-nf4", False),
+    ],
+)
+def test_choice_families_accept_yaml_spellings(family, value, expected, noop):
+    variant = VARIANTS.get(family)(value)
+    assert variant.value == expected
+    assert variant.is_noop is noop
+
+
+@pytest.mark.parametrize("family, value", [("compile", "fast"), ("quantization", {"bits": 4}), ("compile", 2)])
+def test_choice_families_reject_other_values(family, value):
+    with pytest.raises(VariantError, match=f"{family}: expected one of"):
+        VARIANTS.get(family)(value)
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     return LipsyncPipeline.load(BASE)

@@ -7,6 +7,7 @@ pipeline afterwards (`apply`: swap, wrap, patch, quantize). It never measures an
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -79,6 +80,34 @@ class Variant:
 
     def __repr__(self) -> str:
         return f"{self.family}={self.value!r}"
+
+
+class ChoiceVariant(Variant):
+    """A family whose value is one of a fixed set of names, the first being the baseline (changes nothing).
+
+    `aliases` maps other spellings (YAML's booleans and null, "off") to a name.
+    """
+
+    choices: ClassVar[tuple[str, ...]] = ()
+    aliases: ClassVar[dict[Any, str]] = {}
+
+    @classmethod
+    def parse(cls, value: Any) -> str:
+        if isinstance(value, Hashable) and not isinstance(value, str) and value in cls.aliases:
+            return cls.aliases[value]
+        name = str(value).strip().lower()
+        name = cls.aliases.get(name, name)
+        if name not in cls.choices:
+            raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}")
+        return name
+
+    @classmethod
+    def allowed(cls) -> str:
+        return "one of " + ", ".join(cls.choices)
+
+    @property
+    def is_noop(self) -> bool:
+        return self.value == self.choices[0]
 
 
 class FieldVariant(Variant):

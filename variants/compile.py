@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from variants.base import Variant, VariantError
+from variants.base import ChoiceVariant
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -25,31 +25,16 @@ MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-c
 CUDA_GRAPH_MODES = ("reduce-overhead", "cudagraphs")
 
 
-class Compile(Variant):
+class Compile(ChoiceVariant):
     family = "compile"
     summary = "torch.compile of the U-Net and VAE decoder (mode), or CUDA graphs of them"
-
-    @classmethod
-    def parse(cls, value: Any) -> str:
-        if value is False or value is None:
-            return "off"
-        mode = "default" if value is True else str(value).strip().lower()
-        if mode not in MODES:
-            raise VariantError(f"compile: expected {cls.allowed()}, got {value!r}")
-        return mode
-
-    @classmethod
-    def allowed(cls) -> str:
-        return "one of " + ", ".join(MODES)
+    choices = MODES
+    aliases = {None: "off", False: "off", True: "default", "false": "off", "none": "off", "true": "default"}
 
     @property
     def lossless(self) -> bool:
         # Same math, fused and reordered: equal to eager within float tolerance.
         return True
-
-    @property
-    def is_noop(self) -> bool:
-        return self.value == "off"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.is_noop:

@@ -9,7 +9,7 @@ This works at BLOCK granularity: branch 0 caches everything except conv_in, down
 conv_out. The reference's DeepCacheSDHelper(cache_interval=3, cache_branch_id=0) caches at the granularity of
 single layers inside those blocks, so its shallow path is shorter than ours and its outputs differ from ours.
 The shallow path also runs down_blocks[branch]'s downsampler, whose output only the deep path uses (one conv).
-The wrapper calls the U-Net's blocks itself through LatentSyncUNet's stem / run_up_block / head
+The wrapper calls the U-Net's blocks itself through LatentSyncUNet's stem / run_down_blocks / run_up_blocks / head
 (harness/models/unet.py); test_variants_models checks its full path equals the U-Net's own forward.
 """
 
@@ -89,7 +89,7 @@ class DeepCacheUNet(nn.Module):
         super().__init__()
         missing = [
             n
-            for n in ("stem", "down_blocks", "mid_block", "up_blocks", "run_up_block", "head")
+            for n in ("stem", "down_blocks", "mid_block", "up_blocks", "run_down_blocks", "run_up_blocks", "head")
             if not hasattr(unet, n)
         ]
         if missing:
@@ -152,17 +152,11 @@ class DeepCacheUNet(nn.Module):
         """The whole U-Net; also returns the features entering the first cached-from up block."""
         unet = self.unet
         emb, x, frames = unet.stem(sample, timestep, audio)
-        skips = [x]
-        for block in unet.down_blocks:
-            x, block_skips = block(x, emb, audio, frames)
-            skips += block_skips
+        x, skips = unet.run_down_blocks(unet.down_blocks, x, emb, audio, frames)
         x = unet.mid_block(x, emb, audio, frames)
         first_shallow = len(unet.up_blocks) - 1 - self.branch
-        for block in unet.up_blocks[:first_shallow]:
-            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
-        cache = x
-        for block in unet.up_blocks[first_shallow:]:
-            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
+        cache, skips = unet.run_up_blocks(unet.up_blocks[:first_shallow], x, skips, emb, audio, frames)
+        x, _ = unet.run_up_blocks(unet.up_blocks[first_shallow:], cache, skips, emb, audio, frames)
         return unet.head(x, sample.shape), cache
 
     def shallow_path(
@@ -175,15 +169,10 @@ class DeepCacheUNet(nn.Module):
         """conv_in, down_blocks[..branch], then the last branch+1 up blocks starting from `cache`."""
         unet = self.unet
         emb, x, frames = unet.stem(sample, timestep, audio)
-        skips = [x]
-        for block in unet.down_blocks[: self.branch + 1]:
-            x, block_skips = block(x, emb, audio, frames)
-            skips += block_skips
+        _, skips = unet.run_down_blocks(unet.down_blocks[: self.branch + 1], x, emb, audio, frames)
         shallow_up = unet.up_blocks[len(unet.up_blocks) - 1 - self.branch :]
         # Up blocks take their skips from the end of the list, and the shallow ones come last: they take the
         # first skips the down path made; the rest belong to deep up blocks.
         skips = skips[: sum(len(block.resnets) for block in shallow_up)]
-        x = cache
-        for block in shallow_up:
-            x, skips = unet.run_up_block(block, x, skips, emb, audio, frames)
+        x, _ = unet.run_up_blocks(shallow_up, cache, skips, emb, audio, frames)
         return unet.head(x, sample.shape)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from variants.base import Variant, VariantError
+from variants.base import ChoiceVariant, VariantError
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -29,30 +29,15 @@ FP8_DIM_MULTIPLE = 16
 INT8_OUTLIER_THRESHOLD = 6.0
 
 
-class Quantization(Variant):
+class Quantization(ChoiceVariant):
     family = "quantization"
     summary = "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8)"
-
-    @classmethod
-    def parse(cls, value: Any) -> str:
-        method = str(value).strip().lower() if value is not None else "none"
-        if method in ("off", "false", "0"):
-            method = "none"
-        if method not in METHODS:
-            raise VariantError(f"quantization: expected {cls.allowed()}, got {value!r}")
-        return method
-
-    @classmethod
-    def allowed(cls) -> str:
-        return "one of " + ", ".join(METHODS)
+    choices = METHODS
+    aliases = {None: "none", False: "none", "off": "none", "false": "none", "0": "none"}
 
     @property
     def lossless(self) -> bool:
         return self.is_noop
-
-    @property
-    def is_noop(self) -> bool:
-        return self.value == "none"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.is_noop:

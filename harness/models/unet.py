@@ -7,6 +7,7 @@ Parameter names equal the reference checkpoint's (`latentsync_unet.pt`), so it l
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -220,16 +221,12 @@ class LatentSyncUNet(nn.Module):
         encoder_hidden_states: torch.Tensor,
     ) -> torch.Tensor:
         emb, x, f = self.stem(sample, timestep, encoder_hidden_states)
-        skips = [x]
-        for block in self.down_blocks:
-            x, block_skips = block(x, emb, encoder_hidden_states, f)
-            skips += block_skips
+        x, skips = self.run_down_blocks(self.down_blocks, x, emb, encoder_hidden_states, f)
         x = self.mid_block(x, emb, encoder_hidden_states, f)
-        for block in self.up_blocks:
-            x, skips = self.run_up_block(block, x, skips, emb, encoder_hidden_states, f)
+        x, _ = self.run_up_blocks(self.up_blocks, x, skips, emb, encoder_hidden_states, f)
         return self.head(x, sample.shape)
 
-    # forward's prologue, up-block step and epilogue are public so that wrappers which run only part of the
+    # forward's prologue, block loops and epilogue are public so that wrappers which run only part of the
     # network (DeepCache's shallow path) reuse them instead of copying them.
     def stem(
         self, sample: torch.Tensor, timestep: torch.Tensor | int | float, audio: torch.Tensor
@@ -246,19 +243,32 @@ class LatentSyncUNet(nn.Module):
         return emb, self.conv_in(sample.transpose(1, 2).reshape(b * f, c, h, w)), f
 
     @staticmethod
-    def run_up_block(
-        block: nn.Module,
+    def run_down_blocks(
+        blocks: Iterable[nn.Module], x: torch.Tensor, emb: torch.Tensor, audio: torch.Tensor, frames: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Down blocks in order from conv_in's output `x`; returns their output and the skips (x first)."""
+        skips = [x]
+        for block in blocks:
+            x, block_skips = block(x, emb, audio, frames)
+            skips += block_skips
+        return x, skips
+
+    @staticmethod
+    def run_up_blocks(
+        blocks: Iterable[nn.Module],
         x: torch.Tensor,
         skips: list[torch.Tensor],
         emb: torch.Tensor,
         audio: torch.Tensor,
         frames: int,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One up block, fed the last skips of the list; returns its output and the skips left."""
-        used = len(block.resnets)
-        block_skips, skips = skips[-used:], skips[:-used]
-        upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
-        return block(x, block_skips, emb, audio, frames, upsample_size), skips
+        """Up blocks in order, each fed the last skips of the list; returns the output and the skips left."""
+        for block in blocks:
+            used = len(block.resnets)
+            block_skips, skips = skips[-used:], skips[:-used]
+            upsample_size = tuple(skips[-1].shape[-2:]) if skips else None
+            x = block(x, block_skips, emb, audio, frames, upsample_size)
+        return x, skips
 
     def head(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """Output norm and conv; (b*f, c, h, w) back to (b, out_channels, f, h, w) for a sample of `shape`."""
