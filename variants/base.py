@@ -7,7 +7,6 @@ pipeline afterwards (`apply`: swap, wrap, patch, quantize). It never measures an
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -28,6 +27,8 @@ class Variant:
     sets_fields: ClassVar[tuple[str, ...]] = ()
     # Families this one cannot combine with, with the reason.
     incompatible: ClassVar[dict[str, str]] = {}
+    # The allowed values, where the family has a fixed set.
+    choices: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, value: Any) -> None:
         self.value = self.parse(value)
@@ -40,6 +41,8 @@ class Variant:
     @classmethod
     def allowed(cls) -> str:
         """Human-readable description of the allowed values, for --help and errors."""
+        if cls.choices:
+            return "one of " + ", ".join(map(str, cls.choices))
         return "see the family's documentation"
 
     @property
@@ -85,25 +88,19 @@ class Variant:
 class ChoiceVariant(Variant):
     """A family whose value is one of a fixed set of names, the first being the baseline (changes nothing).
 
-    `aliases` maps other spellings (YAML's booleans and null, "off") to a name.
+    Values are compared as lower-case text, so YAML's booleans and null arrive as "true", "false", "none";
+    `aliases` maps such spellings to a name.
     """
 
-    choices: ClassVar[tuple[str, ...]] = ()
-    aliases: ClassVar[dict[Any, str]] = {}
+    aliases: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def parse(cls, value: Any) -> str:
-        if isinstance(value, Hashable) and not isinstance(value, str) and value in cls.aliases:
-            return cls.aliases[value]
         name = str(value).strip().lower()
         name = cls.aliases.get(name, name)
         if name not in cls.choices:
             raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}")
         return name
-
-    @classmethod
-    def allowed(cls) -> str:
-        return "one of " + ", ".join(cls.choices)
 
     @property
     def is_noop(self) -> bool:
@@ -114,7 +111,6 @@ class FieldVariant(Variant):
     """A family that sets one RunConfig field to a value from a fixed set (or a type)."""
 
     field_name: ClassVar[str] = ""
-    choices: ClassVar[tuple[Any, ...]] = ()
     value_type: ClassVar[type] = str
     baseline: ClassVar[Any] = None
     minimum: ClassVar[float | None] = None  # for numeric families
@@ -140,7 +136,7 @@ class FieldVariant(Variant):
     @classmethod
     def allowed(cls) -> str:
         if cls.choices:
-            return "one of " + ", ".join(map(str, cls.choices))
+            return super().allowed()
         kind = {int: "an integer", float: "a number"}.get(cls.value_type, f"a {cls.value_type.__name__}")
         return kind if cls.minimum is None else f"{kind} >= {cls.minimum:g}"
 

@@ -29,7 +29,7 @@ class Compile(ChoiceVariant):
     family = "compile"
     summary = "torch.compile of the U-Net and VAE decoder (mode), or CUDA graphs of them"
     choices = MODES
-    aliases = {None: "off", False: "off", True: "default", "false": "off", "none": "off", "true": "default"}
+    aliases = {"false": "off", "none": "off", "true": "default"}
 
     @property
     def lossless(self) -> bool:

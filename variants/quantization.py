@@ -33,7 +33,7 @@ class Quantization(ChoiceVariant):
     family = "quantization"
     summary = "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8)"
     choices = METHODS
-    aliases = {None: "none", False: "none", "off": "none", "false": "none", "0": "none"}
+    aliases = {"off": "none", "false": "none", "0": "none"}
 
     @property
     def lossless(self) -> bool:
