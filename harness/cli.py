@@ -17,128 +17,73 @@ EPILOG = (
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("inputs and outputs")
-    g.add_argument(
-        "--video",
-        help="input video (any format PyAV reads; resampled to 25 fps). Default: embedded demo clip",
-    )
-    g.add_argument(
-        "--audio", help="new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono). Default: demo"
-    )
-    g.add_argument("--out", help="output mp4 (written to a temporary file, moved into place when complete)")
-    g.add_argument(
-        "--crf", type=int, help="H.264 quality of the output: 18 as the reference (default), 0 = lossless"
-    )
-    g.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
-    m = p.add_argument_group("models")
-    m.add_argument(
-        "--weights", help="checkpoint folder | synthetic | tiny | auto (./checkpoints if present, else tiny)"
-    )
-    m.add_argument(
-        "--vae-weights", help="VAE folder or file (default: <weights>/vae or <weights>/sd-vae-ft-mse)"
-    )
-    m.add_argument(
-        "--detector",
-        choices=["mediapipe", "buffalo_l", "buffalo_s"],
-        help="face detector (default mediapipe)",
-    )
-    m.add_argument("--detector-root", help="InsightFace root holding models/<buffalo_x>/*.onnx")
-    m.add_argument(
-        "--resolution", type=int, choices=[256, 512], help="face resolution: 256 (v1.5) or 512 (v1.6)"
-    )
-    s = p.add_argument_group("sampling")
-    s.add_argument("--steps", type=int, help="denoising steps (default 20)")
-    s.add_argument("--guidance", type=float, help="audio guidance scale; 1.0 = off (default 1.5)")
-    s.add_argument("--seed", type=int, help="random seed (default 1247)")
-    s.add_argument("--scheduler", choices=["ddim", "dpm++"], help="sampler (default ddim)")
-    d = p.add_argument_group("device")
-    d.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    d.add_argument(
-        "--dtype",
-        choices=["auto", "fp32", "fp16", "bf16"],
-        help="U-Net/VAE precision (auto: fp16 on GPUs with compute capability > 7)",
-    )
-    d.add_argument("--workers", type=int, help="threads for detection, alignment and restore (0 = serial)")
-    b = p.add_argument_group("bad input")
-    b.add_argument(
-        "--no-face",
-        choices=["error", "pass"],
-        help="frames without a face: stop with an error naming the first one (default), or copy them through unchanged",
-    )
-    b.add_argument("--max-seconds", type=float, help="use only the first N seconds of the audio")
+    """One option per run setting, generated from RunConfig's declarations (type, allowed values, help)."""
+    from harness.config import RunConfig, describe_allowed, field_type, settings
+
+    defaults = RunConfig()
+    p.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, decl in settings().items():
+        if not decl.cli:
+            continue
+        group = groups.get(decl.group) or groups.setdefault(decl.group, p.add_argument_group(decl.group))
+        default = getattr(defaults, name)
+        allowed = describe_allowed(name)
+        allowed = "" if allowed == "any text" else f"{allowed}; "
+        family = f"; variant family {decl.family!r}" if decl.family else ""
+        help_text = f"{decl.help} ({allowed}default {default!r}{family})"
+        kind = field_type(name)
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind if kind in (int, float) and not decl.family else str,
+            metavar=name.upper(),
+            help=help_text.replace("%", "%%"),
+        )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="FAMILY=VALUE",
-        help="apply a variant (repeatable); see `harness variants`",
+        help="apply a variant (repeatable; the value is YAML); see `harness variants`",
     )
-
-
-def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = (
-        "video",
-        "audio",
-        "out",
-        "weights",
-        "vae_weights",
-        "detector",
-        "detector_root",
-        "resolution",
-        "steps",
-        "guidance",
-        "seed",
-        "scheduler",
-        "device",
-        "dtype",
-        "workers",
-        "no_face",
-        "max_seconds",
-        "crf",
-    )
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from harness.runner import STAGES, resolve_inputs
-    from harness.trackers.timer import StageTimer
+    from harness.config import field_names
+    from harness.runner import STAGES, resolve_inputs, run_trial
     from harness.trial import Trial
 
     from_yaml = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    base = {**(from_yaml or {}), **_cli_overrides(args)}
+    if from_yaml and not isinstance(from_yaml, dict):
+        raise ValueError(f"{args.config}: expected a mapping of run settings (key: value)")
+    cli = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
+    base = {**(from_yaml or {}), **cli}
     video, audio = base.pop("video", "demo"), base.pop("audio", "demo")
     variants = dict(_parse_variant(v) for v in args.variant)
-    trial = resolve_inputs(Trial(name="run", variants=variants, base=base, video=video, audio=audio))
-    config = trial.resolve()
+    trial = Trial(
+        name="run", variants=variants, base=base, video=video, audio=audio, repeats=0, profile=False, score=False
+    )
+    trial = resolve_inputs(trial)
+    trial.resolve()  # every setting checked before anything loads
     run_dir = Path(args.run_dir or Path("outputs") / "runs" / time.strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(config.out) if config.out else run_dir / "output.mp4"
-    config.out = str(out)
-    config.write(run_dir / "config.json")
-    from harness.pipeline.lipsync import LipsyncPipeline
-
-    print(f"config written to {run_dir / 'config.json'}")
-    pipeline = LipsyncPipeline.load(config)
-    for variant in trial.build_variants():
-        variant.apply(pipeline)
-    if not pipeline.weights.is_real:
-        print(
-            f"NOTE: weights are {pipeline.weights.kind!r} (random values): the output is not a real lip-sync"
-        )
-    timer = StageTimer(pipeline.device)
-    started = time.perf_counter()
-    run = pipeline.run(config.video, config.audio, out, timer=timer)
-    wall = time.perf_counter() - started
-    totals = timer.totals()
-    print(f"\nwrote {run.output} ({run.num_frames} frames, {run.duration_s:.2f} s at 25 fps, with audio)")
+    print(f"run folder: {run_dir} (config.json, result.json)")
+    result = run_trial(trial, run_dir)
+    if result.status != "ok":
+        raise RuntimeError(result.error or result.reason)
+    m = result.metrics
+    if result.tags.get("weights.synthetic") == "true":
+        print(f"NOTE: weights are {result.tags['weights.source']!r} (random values): the output is not a real lip-sync")
+    output = trial.resolve().out or run_dir / "output.mp4"
+    print(f"\nwrote {output} ({m['frames']:.0f} frames, {m['output_s']:.2f} s at 25 fps, with audio)")
+    if result.transforms:
+        print("transforms applied, in order: " + ", ".join(result.transforms))
     print("\n| stage | seconds |\n| --- | ---: |")
     for stage in STAGES:
-        print(f"| {stage} | {totals.get(f'{stage}_s', 0.0):.3f} |")
-    print(
-        f"| total | {wall:.3f} |\n\n{run.num_frames / wall:.2f} frames/s, real-time factor {run.duration_s / wall:.3f}"
-    )
+        print(f"| {stage} | {m.get(f'{stage}_s', 0.0):.3f} |")
+    print(f"| total | {m['total_s']:.3f} |\n\n{m['fps']:.2f} frames/s, real-time factor {m['rtf']:.3f}")
     return 0
 
 
@@ -161,19 +106,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"sweep {sweep.name}: {len(sweep.trials)} trial(s), baseline {sweep.baseline!r}, output {out_dir}"
         )
         for trial in sweep.trials:
-            lossless = " (lossless)" if trial.lossless else ""
-            print(f"  {trial.folder_name()}  {json.dumps(trial.variants)}{lossless}")
+            notes = [] if trial.is_baseline else ["lossless" if trial.lossless else "lossy"]
+            notes += [f"{family}: no-op on this base" for family in trial.noop_families()]
+            print(f"  {trial.folder_name()}  {json.dumps(trial.variants)} ({'; '.join(notes) or 'baseline'})")
         return 0
     results = run_sweep(sweep, out_dir, inline=args.inline, log_mlflow=not args.no_mlflow)
     print("\n| trial | status | fps | total s | note |\n| --- | --- | ---: | ---: | --- |")
     for r in results:
-        m = r.get("metrics", {})
-        note = r.get("error") or r.get("reason") or ""
+        m = r.metrics
+        note = r.error or r.reason or ""
         fps = f"{m['fps']:.2f}" if "fps" in m else ""
         total = f"{m['total_s']:.2f}" if "total_s" in m else ""
-        print(f"| {r['trial']} | {r['status']} | {fps} | {total} | {note[:80]} |")
+        print(f"| {r.trial} | {r.status} | {fps} | {total} | {note[:80]} |")
     print(f"\nresults: {out_dir / 'results.csv'}")
-    failed = [r for r in results if r["status"] == "failed"]
+    failed = [r for r in results if r.status == "failed"]
     return 1 if failed and len(failed) == len(results) else 0
 
 

@@ -1,81 +1,98 @@
-"""Run configuration: typed defaults < YAML < command line, resolved once and written to the run folder."""
+"""Run configuration: typed defaults < YAML < command line, resolved once and written to the run folder.
+
+Each run setting is declared once, on `RunConfig`, with its type, default, allowed values and help text
+(`setting(...)`). The `harness run` options, `validate()` and the sweep's checks are all generated from these
+declarations. A setting owned by a variant family (`family=`) is normalised by that family's `normalize`, so
+`deepcache: upstream-default` means the same in a YAML base, `--set`, `--config`, `--deepcache` or `--variant`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-DTYPES = ("auto", "fp32", "fp16", "bf16")
-RESOLUTIONS = (256, 512)
-SCHEDULERS = ("ddim", "dpm++")
-NO_FACE_POLICIES = ("error", "pass")
-VAE_KINDS = ("full", "taesd")
-WHISPER_DTYPES = ("fp32", "fp16", "bf16", "int8")
 
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it and where it came from."""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What `RunConfig` declares about one field (kept in the dataclass field's metadata)."""
+
+    help: str
+    group: str = "run"
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    family: str = ""  # the variant family that owns this setting and normalises its values
+    cli: bool = True  # offered as a `harness run` option
+
+
+def setting(default: Any, help: str, **kwargs: Any) -> Any:
+    """A RunConfig field with its declaration: see `Setting`."""
+    return field(default=default, metadata={"setting": Setting(help=help, **kwargs)})
+
+
 @dataclass
 class RunConfig:
     """Everything one lip-sync run depends on. Variants adjust these fields before anything loads."""
 
-    video: str = ""  # input video; "" = the embedded demo clip
-    audio: str = ""  # new audio track; "" = the embedded demo clip's audio
-    out: str = ""  # output mp4; "" = <run folder>/output.mp4
-    weights: str = "auto"  # checkpoint folder | synthetic | tiny | auto (./checkpoints if present, else tiny)
-    vae_weights: str = ""  # explicit VAE folder/file (default: inside the checkpoint folder)
-    detector: str = "mediapipe"  # mediapipe | buffalo_l | buffalo_s
-    detector_root: str = ""  # InsightFace model root holding models/<name>/ (default: <weights>/auxiliary)
-    resolution: int = 256  # face resolution: 256 (LatentSync 1.5) or 512 (1.6)
-    steps: int = 20
-    guidance: float = 1.5  # classifier-free guidance on the audio; 1.0 = off
-    seed: int = 1247
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (fp16 on GPUs of compute capability > 7, else fp32) | fp32 | fp16 | bf16
-    whisper_dtype: str = "fp32"
-    scheduler: str = "ddim"
-    vae: str = "full"  # full | taesd
-    taesd_weights: str = ""
-    segment_frames: int = 16
-    segments_per_call: int = 1  # segments batched into one U-Net call
-    workers: int = 0  # threads for the per-frame CPU stages (detect, align, restore); 0 = serial
-    no_face: str = "error"  # error: stop at the first frame without a face; pass: copy such frames through
-    max_seconds: float = 0.0  # cut the audio to this many seconds (0 = all of it)
-    crf: int = 18  # H.264 quality of the output (reference: 18); 0 = lossless, for exact fidelity comparisons
-    extras: dict[str, Any] = field(default_factory=dict)  # variant parameters that are not plain fields
+    video: str = setting("", "input video (any format PyAV reads; resampled to 25 fps); '' = the demo clip", group="inputs and outputs")
+    audio: str = setting("", "new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono); '' = the demo clip's", group="inputs and outputs")
+    out: str = setting("", "output mp4 (written to a temporary file, moved into place when complete); '' = <run folder>/output.mp4", group="inputs and outputs")
+    crf: int = setting(18, "H.264 quality of the output (reference: 18); 0 = lossless, for exact fidelity comparisons", group="inputs and outputs", minimum=0, maximum=51)
+    max_seconds: float = setting(0.0, "use only the first N seconds of the audio (0 = all of it)", group="inputs and outputs", minimum=0)
+    no_face: str = setting("error", "frames without a face: stop with an error naming the first one, or copy them through unchanged", group="inputs and outputs", choices=("error", "pass"))
+    weights: str = setting("auto", "checkpoint folder | synthetic | tiny | auto (./checkpoints if it holds latentsync_unet.pt, else tiny)", group="models")
+    vae_weights: str = setting("", "VAE folder or file (default: <weights>/vae or <weights>/sd-vae-ft-mse)", group="models")
+    detector: str = setting("mediapipe", "face detector", group="models", choices=("mediapipe", "buffalo_l", "buffalo_s"), family="detector")
+    detector_root: str = setting("", "InsightFace root holding models/<buffalo_x>/*.onnx (default: <weights>/auxiliary)", group="models")
+    resolution: int = setting(256, "face resolution: 256 (LatentSync 1.5) or 512 (1.6)", group="models", choices=(256, 512), family="resolution")
+    vae: str = setting("full", "autoencoder: full sd-vae-ft-mse, or TAESD (needs taesd_weights)", group="models", choices=("full", "taesd"), family="vae")
+    taesd_weights: str = setting("", "folder with the TAESD diffusers weights (for vae taesd)", group="models")
+    steps: int = setting(20, "denoising steps per segment (reference: 20)", group="sampling", minimum=1, family="steps")
+    guidance: float = setting(1.5, "classifier-free guidance scale on the audio; 1.0 = off", group="sampling", minimum=1.0, family="guidance")
+    scheduler: str = setting("ddim", "sampler: DDIM (reference) or DPM-Solver++", group="sampling", choices=("ddim", "dpm++"), family="scheduler")
+    seed: int = setting(1247, "random seed (the shared noise frame and the VAE sampling)", group="sampling")
+    segment_frames: int = setting(16, "frames per segment (the U-Net's temporal window)", group="sampling", minimum=1)
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N", group="device")
+    dtype: str = setting("auto", "U-Net/VAE precision; auto = fp16 on GPUs of compute capability > 7, else fp32", group="device", choices=("auto", "fp32", "fp16", "bf16"), family="precision")
+    whisper_dtype: str = setting("fp32", "audio encoder precision; int8 = weights rounded to 8 bits per channel", group="device", choices=("fp32", "fp16", "bf16", "int8"), family="whisper-precision")
+    workers: int = setting(0, "threads for detection, alignment and restore (0 = serial)", group="device", minimum=0, family="threading")
+    segments_per_call: int = setting(1, "16-frame segments batched into one U-Net call", group="device", minimum=1, family="batch")
+    compile: str = setting("off", "torch.compile of the U-Net and VAE decoder in this mode, or CUDA graphs alone", group="model transforms", family="compile")
+    quantization: str = setting("none", "quantize the U-Net's Linear layers", group="model transforms", family="quantization")
+    pruning: str = setting("none", "structured U-Net pruning: channels:R, drop-motion or drop-blocks:NAME,NAME", group="model transforms", family="pruning")
+    deepcache: str = setting("off", "reuse deep U-Net features across steps: off, upstream-default or interval=N,branch=B", group="model transforms", family="deepcache")
 
     def validate(self) -> RunConfig:
-        _choice("resolution", self.resolution, RESOLUTIONS)
-        _choice("dtype", self.dtype, DTYPES)
-        _choice("whisper_dtype", self.whisper_dtype, WHISPER_DTYPES)
-        _choice("scheduler", self.scheduler, SCHEDULERS)
-        _choice("vae", self.vae, VAE_KINDS)
-        _choice("no_face", self.no_face, NO_FACE_POLICIES)
-        for name in ("steps", "segment_frames", "segments_per_call"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.guidance < 1.0:
-            raise ConfigError(f"guidance must be >= 1.0 (1.0 turns guidance off), got {self.guidance}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0 (0 = serial), got {self.workers}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"crf must be between 0 (lossless) and 51, got {self.crf}")
-        if self.max_seconds < 0:
-            raise ConfigError(f"max_seconds must be >= 0, got {self.max_seconds}")
+        """Check every value against its declaration (raises ConfigError naming the field)."""
+        for f in fields(self):
+            _check(f.name, getattr(self, f.name), _setting(f))
         if self.vae == "taesd" and not self.taesd_weights:
             raise ConfigError("vae: taesd needs taesd_weights (a folder with the TAESD diffusers weights)")
         return self
 
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` coerced and checked like any other layer."""
+        return dataclasses.replace(self, **{k: coerce(k, v) for k, v in changes.items()}).validate()
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def changes_from(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
+        """{field: (other's value, this value)} for every field that differs."""
+        return {
+            f.name: (getattr(other, f.name), getattr(self, f.name))
+            for f in fields(self)
+            if getattr(other, f.name) != getattr(self, f.name)
+        }
 
     def write(self, path: Path) -> None:
         from harness.results import write_json_atomic
@@ -83,13 +100,53 @@ class RunConfig:
         write_json_atomic(path, self.to_dict())
 
 
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+def _setting(f: dataclasses.Field) -> Setting:
+    return f.metadata["setting"]
+
+
+def settings() -> dict[str, Setting]:
+    """Every run setting's declaration, in field order."""
+    return {f.name: _setting(f) for f in fields(RunConfig)}
 
 
 def field_names() -> list[str]:
     return [f.name for f in fields(RunConfig)]
+
+
+def field_type(name: str) -> type:
+    return typing.get_type_hints(RunConfig)[name]
+
+
+def describe_allowed(name: str) -> str:
+    """The allowed values of a setting in words, for --help and errors (a family may describe its own)."""
+    family = settings()[name].family
+    if family:
+        from variants import VARIANTS
+
+        return VARIANTS.get(family).allowed()
+    return generic_allowed(name)
+
+
+def generic_allowed(name: str) -> str:
+    """The allowed values as the declaration gives them: its choices, or the type and bounds."""
+    decl = settings()[name]
+    if decl.choices:
+        return "one of " + ", ".join(map(str, decl.choices))
+    kind = {int: "an integer", float: "a number", str: "any text"}[field_type(name)]
+    if decl.minimum is not None and decl.maximum is not None:
+        return f"{kind} from {decl.minimum:g} to {decl.maximum:g}"
+    if decl.minimum is not None:
+        return f"{kind} >= {decl.minimum:g}"
+    return kind
+
+
+def _check(name: str, value: Any, decl: Setting) -> None:
+    if decl.choices and value not in decl.choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, decl.choices))}; got {value!r}")
+    too_low = decl.minimum is not None and value < decl.minimum
+    too_high = decl.maximum is not None and value > decl.maximum
+    if too_low or too_high:
+        raise ConfigError(f"{name} must be {generic_allowed(name)}, got {value!r}")
 
 
 def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
@@ -99,22 +156,33 @@ def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def coerce(name: str, value: Any, where: str = "config") -> Any:
-    """Convert a YAML/CLI value to the type of RunConfig field `name`."""
-    hints = typing.get_type_hints(RunConfig)
-    target = hints[name]
-    origin = typing.get_origin(target)
-    if origin in (dict, typing.Union, types.UnionType):
-        return value
+    """Convert a YAML/CLI value to the type of RunConfig field `name` (through its family's normaliser) and
+    check it against the field's declaration; errors start with `where`."""
     try:
-        if target is bool:
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if target is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError("not a whole number")
-        return target(value)
+        return check_value(name, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_value(name: str, value: Any) -> Any:
+    """`coerce` without the prefix: errors start with the field's name."""
+    decl = settings()[name]
+    if decl.family:
+        from variants import VARIANTS
+
+        try:
+            value = VARIANTS.get(decl.family).normalize(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    target = field_type(name)
+    if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+        raise ConfigError(f"{name} expects int, got {value!r} (not a whole number)")
+    try:
+        value = target(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {name} expects {target.__name__}, got {value!r} ({exc})") from None
+        raise ConfigError(f"{name} expects {target.__name__}, got {value!r} ({exc})") from None
+    _check(name, value, decl)
+    return value
 
 
 def resolve(*layers: dict[str, Any], where: tuple[str, ...] = ()) -> RunConfig:
@@ -124,13 +192,10 @@ def resolve(*layers: dict[str, Any], where: tuple[str, ...] = ()) -> RunConfig:
     for i, layer in enumerate(layers):
         source = where[i] if i < len(where) else f"layer {i}"
         for key, value in layer.items():
-            key = key.replace("-", "_")
+            key = str(key).replace("-", "_")
             if key not in known:
                 raise unknown_key_error(key, known, source)
-            if key == "extras":
-                values.setdefault("extras", {}).update(value or {})
-            else:
-                values[key] = coerce(key, value, source)
+            values[key] = coerce(key, value, source)
     return RunConfig(**values).validate()
 
 

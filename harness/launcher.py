@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.results import RESULT_FILE, TrialResult, load_trial
+from harness.runner import failed_result
 from harness.trial import Trial
 
 
 def run_in_subprocess(
     trial: Trial, folder: Path, baseline_output: Path | None, timeout_s: float | None = None
-) -> dict:
+) -> TrialResult:
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "trial.json"
     spec.write_text(json.dumps({"trial": trial.to_dict(), "baseline_output": str(baseline_output or "")}))
@@ -31,23 +33,13 @@ def run_in_subprocess(
             code: Any = proc.returncode
         except subprocess.TimeoutExpired:
             code = f"timeout after {timeout_s} s"
-    result_path = folder / "result.json"
+    result_path = folder / RESULT_FILE
     if result_path.exists():
-        result = json.loads(result_path.read_text())
-        if result.get("key") == trial.key():
+        result = load_trial(folder).result
+        if result.key == trial.key():
             return result
-    tail = log_path.read_text()[-3000:]
-    result = {
-        "trial": trial.name,
-        "key": trial.key(),
-        "variants": trial.variants,
-        "status": "failed",
-        "error": f"trial process ended ({code}) without a result",
-        "traceback": tail,
-    }
-    from harness.results import write_json_atomic
-
-    write_json_atomic(result_path, result)
+    result = failed_result(trial, f"trial process ended ({code}) without a result", log_path.read_text()[-3000:])
+    result.write(folder)
     return result
 
 
@@ -61,7 +53,7 @@ def main(argv: list[str]) -> int:
     trial = Trial.from_dict(spec["trial"])
     baseline = Path(spec["baseline_output"]) if spec["baseline_output"] else None
     result = run_trial(trial, Path(argv[0]).parent, baseline_output=baseline)
-    return 0 if result["status"] in ("ok", "skipped") else 1
+    return 0 if result.status in ("ok", "skipped") else 1
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ class TrialResult:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    transforms: list[str] = field(default_factory=list)  # pipeline transforms applied, in order
     reason: str = ""  # why it was skipped
     error: str = ""
     traceback: str = ""
@@ -135,6 +136,7 @@ class TrialResult:
             ("tags", dict),
             ("metrics", dict),
             ("artifacts", list),
+            ("transforms", list),
         ):
             if not isinstance(data.get(name, kind()), kind):
                 raise ResultsError(

@@ -1,7 +1,8 @@
-"""One trial: configure -> load -> apply variants -> cold run -> warm-up -> timed runs -> profiled run -> score.
+"""One trial: configure -> load (with the config's transforms) -> cold run -> warm-up -> timed runs -> profiled
+run -> score. `harness run` and every sweep trial go through `run_trial`.
 
-Results go to JSON files in the trial folder first (config.json before the run, result.json after);
-MLflow, the results table and reports read them from there.
+Results go to JSON files in the trial folder first (config.json before the run, result.json after, both
+written here and only here); MLflow, the results table and reports read them from there.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from harness.results import TrialResult
 from harness.trial import Trial
 from reports.plots import draw_if_available, stage_times_plot
 
 log = logging.getLogger(__name__)
 
 STAGES = ("read", "audio", "detect", "align", "encode", "denoise", "decode", "restore", "write")
+OUTPUT_FILE = "output.mp4"
 
 
 def resolve_inputs(trial: Trial) -> Trial:
@@ -33,53 +36,64 @@ def resolve_inputs(trial: Trial) -> Trial:
     return trial
 
 
-def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -> dict[str, Any]:
-    """Run one trial in this process and write its result.json; returns the result dict."""
+def output_path(trial: Trial, folder: Path) -> Path:
+    """Where the trial's video goes: the configured `out`, else the trial folder."""
+    out = trial.resolve().out
+    return Path(out) if out else folder / OUTPUT_FILE
+
+
+def failed_result(trial: Trial, error: str, details: str = "") -> TrialResult:
+    return TrialResult(
+        trial=trial.name, status="failed", key=trial.key(), variants=trial.variants, error=error, traceback=details
+    )
+
+
+def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -> TrialResult:
+    """Run one trial in this process and write its result.json; returns the result."""
     from harness.env_info import collect_env
-    from harness.results import write_json_atomic
+    from variants import active_variants
 
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    result: dict[str, Any] = {
-        "trial": trial.name,
-        "key": trial.key(),
-        "variants": trial.variants,
-        "status": "failed",
-    }
+    result = failed_result(trial, "")
     try:
         config = trial.resolve()
         config.write(folder / "config.json")
-        variants = trial.build_variants()
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
-        result["params"] = _flat_params(config.to_dict(), variants)
-        result["tags"] = _tags(env)
-        for variant in variants:
+        result.params = {f"variant.{k}": v for v in trial.build_variants() for k, v in v.describe().items()}
+        result.tags = {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
+        result.tags["lossless"] = str(trial.lossless).lower()
+        for variant in active_variants(config):
             reason = variant.is_available(env)
             if reason:
-                result.update(status="skipped", reason=f"{variant.family}={variant.value}: {reason}")
+                result.status, result.reason = "skipped", f"{variant.family}={variant.value}: {reason}"
                 return result
-        result["metrics"], result["artifacts"], output = _measure(trial, config, variants, folder)
-        result["tags"]["weights.source"] = result["metrics"].pop("_weights_source")
-        result["tags"]["weights.synthetic"] = str(result["tags"]["weights.source"] != "checkpoint").lower()
+        output = output_path(trial, folder)
+        result.metrics, result.artifacts, weights_kind, result.transforms = _measure(trial, config, folder, output)
+        result.tags["weights.source"] = weights_kind
+        result.tags["weights.synthetic"] = str(weights_kind != "checkpoint").lower()
         if trial.score:
-            result["metrics"].update(_score(trial, folder, output, baseline_output, result))
-        if not trial.keep_video and output.exists():
-            output.unlink()
-        result["status"] = "ok"
+            result.metrics.update(_score(trial, folder, output, baseline_output, result))
+        if not trial.keep_video and not trial.is_baseline:
+            # A baseline's video stays until the sweep has compared every trial with it.
+            output.unlink(missing_ok=True)
+        result.status, result.error = "ok", ""
     except Exception as exc:  # a failing trial is recorded and the sweep goes on
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+        result.traceback = traceback.format_exc()
         log.error("trial %s failed: %s", trial.name, exc)
     finally:
-        result["wall_s"] = round(time.time() - started, 3)
-        write_json_atomic(folder / "result.json", result)
+        result.wall_s = round(time.time() - started, 3)
+        result.write(folder)
     return result
 
 
 def _measure(
-    trial: Trial, config: Any, variants: list, folder: Path
-) -> tuple[dict[str, float], list[str], Path]:
-    """Load, apply variants, then the cold run, warm-ups, timed repeats and the separate cProfile pass."""
+    trial: Trial, config: Any, folder: Path, output: Path
+) -> tuple[dict[str, float], list[str], str, list[str]]:
+    """Load (transforms included), then the cold run, warm-ups, timed repeats and the separate profiled passes.
+    Returns (metrics, artifacts, weight source kind, transforms applied)."""
     from harness.pipeline.lipsync import LipsyncPipeline
     from harness.results import summarise_repeats
     from harness.trackers.memory import MemoryTracker
@@ -88,10 +102,7 @@ def _measure(
 
     load_started = time.perf_counter()
     pipeline = LipsyncPipeline.load(config)
-    for variant in variants:
-        variant.apply(pipeline)
     metrics: dict[str, float] = {"load_s": time.perf_counter() - load_started}
-    output = Path(config.out) if config.out else folder / "output.mp4"
 
     def timed_run() -> tuple[dict[str, float], Any]:
         memory = MemoryTracker(pipeline.device)
@@ -120,9 +131,8 @@ def _measure(
         no_face_frames=len(run.no_face_frames),
     )
     np.save(folder / "matrices.npy", run.matrices)
-    artifacts = ["config.json", "matrices.npy", "output.mp4"]
+    artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md"]
     _write_stage_table(metrics, folder / "stage_times.md")
-    artifacts.append("stage_times.md")
     if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
         artifacts.append("stage_times.png")
     if trial.profile:
@@ -135,19 +145,21 @@ def _measure(
         with TorchTraceTracker(folder, pipeline.device) as trace:
             pipeline.run(config.video, config.audio, output)
         artifacts += [trace.trace_path.name, trace.table_path.name]
-    metrics["_weights_source"] = pipeline.weights.kind
-    return metrics, artifacts, output
+    return metrics, artifacts, pipeline.weights.kind, list(pipeline.applied)
 
 
 def _score(
-    trial: Trial, folder: Path, output: Path, baseline_output: Path | None, result: dict
+    trial: Trial, folder: Path, output: Path, baseline_output: Path | None, result: TrialResult
 ) -> dict[str, float]:
-    """Scores run after the timed section; their own time is logged apart as score_s."""
-    from metrics.fidelity import fidelity_flag
+    """Scores run after the timed section; their own time is logged apart as score_s. The fidelity gate's
+    verdict goes to the `fidelity_gate` tag: passed, failed, not checked (with why) or not applicable."""
+    from metrics.fidelity import fidelity_verdict
     from metrics.score import score_video
 
-    reference = None if trial.is_baseline or baseline_output is None else baseline_output
     config = trial.resolve()
+    reference = None
+    if not trial.is_baseline and baseline_output is not None and baseline_output.exists():
+        reference = baseline_output
     scored = score_video(
         output,  # scored against its own muxed audio: the track it was synced to, cut to its length
         reference=reference,
@@ -156,27 +168,23 @@ def _score(
         resolution=config.resolution,
         **trial.score_options,
     )
-    result["skipped_scores"] = scored.skipped
+    result.extra["skipped_scores"] = scored.skipped
     scores = dict(scored.scores)
     scores["score_s"] = scored.score_s
-    if reference is not None:
-        failed, reason = fidelity_flag(trial.lossless, scores.get("psnr_db"))
-        scores["fidelity_gate_failed"] = float(failed)
-        if failed:
-            result["tags"]["fidelity_gate"] = reason
+    if not trial.is_baseline:
+        missing = None if reference is not None else _why_no_reference(baseline_output)
+        verdict = fidelity_verdict(trial.lossless, scores.get("psnr_db"), missing_reference=missing)
+        result.tags["fidelity_gate"] = verdict.state
+        result.tags["fidelity_gate_reason"] = verdict.reason
+        if verdict.checked:
+            scores["fidelity_gate_failed"] = float(verdict.state == "failed")
     return scores
 
 
-def _flat_params(config: dict[str, Any], variants: list) -> dict[str, Any]:
-    params = {f"config.{k}": v for k, v in config.items() if k != "extras"}
-    params.update({f"config.extras.{k}": v for k, v in config.get("extras", {}).items()})
-    for variant in variants:
-        params.update({f"variant.{k}": v for k, v in variant.describe().items()})
-    return params
-
-
-def _tags(env: dict[str, Any]) -> dict[str, str]:
-    return {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
+def _why_no_reference(baseline_output: Path | None) -> str:
+    if baseline_output is None:
+        return "the baseline trial has no output to compare with (it failed, was skipped or is not in this run)"
+    return f"the baseline's output {baseline_output} no longer exists"
 
 
 def _write_stage_table(metrics: dict[str, float], path: Path) -> None:

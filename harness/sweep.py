@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from harness.config import ConfigError, field_names, resolve
+from harness.config import ConfigError, resolve
+from harness.results import RESULT_FILE, TrialResult, load_trial
 from harness.trial import Trial, build_variants
 from variants import VARIANTS
 
@@ -78,106 +79,47 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
+class _Locator:
+    """Names where a key came from: `file:line`, or the `--set` that overrode it."""
+
+    def __init__(self, path: Path, lines: dict[tuple, int], overridden: set[tuple]) -> None:
+        self.path, self.lines, self.overridden = path, lines, overridden
+
+    def where(self, *keys: Any) -> str:
+        for depth in range(len(keys), 0, -1):
+            if keys[:depth] in self.overridden:
+                return "--set " + ".".join(map(str, keys[:depth]))
+        for depth in range(len(keys), -1, -1):
+            if keys[:depth] in self.lines:
+                return f"{self.path}:{self.lines[keys[:depth]]}"
+        return str(self.path)
+
+    def fail(self, message: str, *keys: Any) -> SweepError:
+        return SweepError(f"{self.where(*keys)}: {message}")
+
+
 def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None) -> Sweep:
     """Read and check a sweep file. overrides: "KEY=VALUE" for top-level keys or "base.FIELD=VALUE" (values
     parsed as YAML), applied over the file; only: run just these trials (names as in the file)."""
     path = Path(path)
-    if not path.exists():
-        raise SweepError(f"{path}: sweep file not found")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-        lines = _key_lines(text)
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{path}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
-    overridden = _apply_overrides(data, overrides or [])
-
-    def where(*keys: Any) -> str:
-        for depth in range(len(keys), 0, -1):
-            if keys[:depth] in overridden:
-                return "--set " + ".".join(map(str, keys[:depth]))
-        for depth in range(len(keys), -1, -1):
-            if keys[:depth] in lines:
-                return f"{path}:{lines[keys[:depth]]}"
-        return str(path)
-
-    def fail(message: str, *keys: Any) -> SweepError:
-        return SweepError(f"{where(*keys)}: {message}")
-
-    for key in data:
-        if key not in TOP_KEYS:
-            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(TOP_KEYS)}"
-            raise fail(f"unknown key {key!r}{hint}", key)
-
+    data, lines = _read_yaml(path)
+    at = _Locator(path, lines, _apply_overrides(data, overrides or []))
+    _check_top_keys(data, at)
     base = data.get("base") or {}
-    try:
-        resolve(base, where=(where("base"),))
-    except ConfigError as exc:
-        bad = next((k for k in base if str(k).replace("-", "_") not in field_names() or k in str(exc)), None)
-        raise fail(str(exc).split(": ", 1)[-1], "base", *([bad] if bad else [])) from None
-
-    score_options = data.get("score_options") or {}
-    for key, value in score_options.items():
-        if key not in SCORE_OPTIONS:
-            raise fail(
-                f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key
-            )
-        if key == "lpips_weights":
-            if not isinstance(value, list) or len(value) != 2:
-                raise fail(
-                    "score option lpips_weights: expected [AlexNet .pth, lpips alex.pth], two paths",
-                    "score_options",
-                    key,
-                )
-            score_options[key] = tuple(value)
-        paths = value if key == "lpips_weights" else [value] if key.endswith("_weights") else []
-        for item in paths:
-            if not Path(item).exists():
-                raise fail(f"score option {key}: file not found: {item}", "score_options", key)
+    _check_base(base, at)
+    score_options = _check_score_options(data.get("score_options") or {}, at)
     inputs = data.get("inputs") or [{"name": "demo", "video": "demo", "audio": "demo"}]
-    for i, item in enumerate(inputs):
-        for role in ("video", "audio"):
-            value = str(item.get(role, "demo"))
-            if value != "demo" and not (path.parent / value).exists() and not Path(value).exists():
-                raise fail(f"input {role} file not found: {value}", "inputs", i, role)
-
-    explicit = data.get("trials") or []
-    grid = data.get("grid") or {}
-    combos: list[tuple[str, dict[str, Any], tuple]] = []
-    for i, item in enumerate(explicit):
-        name = item.get("name") or f"trial{i}"
-        combos.append((name, dict(item.get("variants") or {}), ("trials", i, "variants")))
-    axes = list(grid.items())
-    for values in itertools.product(*[v if isinstance(v, list) else [v] for _, v in axes]) if axes else []:
-        variant_values = {axis: value for (axis, _), value in zip(axes, values, strict=True)}
-        name = ",".join(f"{k}={_short(v)}" for k, v in variant_values.items())
-        combos.append((name, variant_values, ("grid",)))
-    baseline = data.get("baseline", "baseline")
-    if baseline not in [c[0] for c in combos]:
-        if "baseline" in data:
-            raise fail(f"baseline {baseline!r} names no trial in the file", "baseline")
-        combos.insert(0, ("baseline", {}, ("trials",)))
-
-    trials: list[Trial] = []
-    for name, variant_values, origin in combos:
-        for family in variant_values:
-            key_path = (*origin, family) if origin[0] == "trials" else ("grid", family)
-            if family not in VARIANTS:
-                close = difflib.get_close_matches(str(family), VARIANTS.names(), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(VARIANTS.names())}"
-                raise fail(f"unknown variant family {family!r}{hint}", *key_path)
-        try:
-            build_variants(variant_values)
-        except ValueError as exc:
-            raise fail(f"trial {name!r}: {exc}", *origin) from None
+    _check_inputs(inputs, path, at)
+    combos = _combinations(data, at)
+    baseline = _baseline_name(data, combos, at)
+    baseline_variants = next(values for name, values, _ in combos if name == baseline)
+    trials = []
+    for name, values, origin in combos:
         for i, item in enumerate(inputs):
             input_name = item.get("name") or f"input{i}"
             trial = Trial(
                 name=name if len(inputs) == 1 else f"{input_name}/{name}",
-                variants=variant_values,
+                variants=values,
                 base=base,
                 input_name=input_name,
                 video=_input_path(item.get("video", "demo"), path),
@@ -189,33 +131,139 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
                 score=bool(data.get("score", True)),
                 keep_video=bool(data.get("keep_video", True)),
                 is_baseline=name == baseline,
+                baseline_variants=baseline_variants,
                 score_options=score_options,
             )
             try:
                 trial.resolve()
             except ValueError as exc:
-                raise fail(f"trial {name!r}: {exc}", *origin) from None
+                raise at.fail(f"trial {name!r}: {exc}", *origin) from None
             trials.append(trial)
-    names = [t.name for t in trials]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise fail(f"trial names repeat: {', '.join(duplicates)}", "trials")
-    if only:
-        unknown = [n for n in only if n not in names]
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; trials: {', '.join(names)}"
-            raise SweepError(f"{path}: --only names no trial {unknown[0]!r}{hint}")
-        trials = [t for t in trials if t.name in only]
     return Sweep(
         name=str(data.get("name") or path.stem),
         path=path,
-        trials=trials,
+        trials=_select(trials, only, path, at),
         baseline=baseline,
         experiment=str(data.get("experiment") or data.get("name") or path.stem),
         description=str(data.get("description") or ""),
         lines=lines,
     )
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    if not path.exists():
+        raise SweepError(f"{path}: sweep file not found")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
+    return data, lines
+
+
+def _check_top_keys(data: dict, at: _Locator) -> None:
+    for key in data:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(TOP_KEYS)}"
+            raise at.fail(f"unknown key {key!r}{hint}", key)
+
+
+def _check_base(base: Any, at: _Locator) -> None:
+    """The base is a mapping of run settings, checked key by key so the error names the line at fault."""
+    if not isinstance(base, dict):
+        raise at.fail(f"base must be a mapping of run settings, got {type(base).__name__}", "base")
+    for key, value in base.items():
+        try:
+            resolve({key: value}, where=("base",))
+        except ConfigError as exc:
+            raise at.fail(str(exc).removeprefix("base: "), "base", key) from None
+    try:
+        resolve(base, where=("base",))
+    except ConfigError as exc:
+        raise at.fail(str(exc).removeprefix("base: "), "base") from None
+
+
+def _check_score_options(options: dict, at: _Locator) -> dict:
+    checked = dict(options)
+    for key, value in options.items():
+        if key not in SCORE_OPTIONS:
+            raise at.fail(f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key)
+        if key == "lpips_weights":
+            if not isinstance(value, list) or len(value) != 2:
+                raise at.fail(
+                    "score option lpips_weights: expected [AlexNet .pth, lpips alex.pth], two paths",
+                    "score_options",
+                    key,
+                )
+            checked[key] = tuple(value)
+        paths = value if key == "lpips_weights" else [value] if key.endswith("_weights") else []
+        for item in paths:
+            if not Path(item).exists():
+                raise at.fail(f"score option {key}: file not found: {item}", "score_options", key)
+    return checked
+
+
+def _check_inputs(inputs: list, path: Path, at: _Locator) -> None:
+    for i, item in enumerate(inputs):
+        for role in ("video", "audio"):
+            value = str(item.get(role, "demo"))
+            if value != "demo" and not (path.parent / value).exists() and not Path(value).exists():
+                raise at.fail(f"input {role} file not found: {value}", "inputs", i, role)
+
+
+def _combinations(data: dict, at: _Locator) -> list[tuple[str, dict[str, Any], tuple]]:
+    """(name, variant values, where in the file) for each explicit trial, then each grid point; every family
+    and value is checked here."""
+    combos: list[tuple[str, dict[str, Any], tuple]] = []
+    for i, item in enumerate(data.get("trials") or []):
+        name = item.get("name") or f"trial{i}"
+        combos.append((name, dict(item.get("variants") or {}), ("trials", i, "variants")))
+    axes = list((data.get("grid") or {}).items())
+    for values in itertools.product(*[v if isinstance(v, list) else [v] for _, v in axes]) if axes else []:
+        variant_values = {axis: value for (axis, _), value in zip(axes, values, strict=True)}
+        name = ",".join(f"{k}={_short(v)}" for k, v in variant_values.items())
+        combos.append((name, variant_values, ("grid",)))
+    for name, values, origin in combos:
+        for family in values:
+            if family not in VARIANTS:
+                close = difflib.get_close_matches(str(family), VARIANTS.names(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(VARIANTS.names())}"
+                key_path = (*origin, family) if origin[0] == "trials" else ("grid", family)
+                raise at.fail(f"unknown variant family {family!r}{hint}", *key_path)
+        try:
+            build_variants(values)
+        except ValueError as exc:
+            raise at.fail(f"trial {name!r}: {exc}", *origin) from None
+    return combos
+
+
+def _baseline_name(data: dict, combos: list, at: _Locator) -> str:
+    """The baseline trial's name; a sweep without one gets a 'baseline' trial of the base alone."""
+    baseline = data.get("baseline", "baseline")
+    if baseline not in [c[0] for c in combos]:
+        if "baseline" in data:
+            raise at.fail(f"baseline {baseline!r} names no trial in the file", "baseline")
+        combos.insert(0, ("baseline", {}, ("trials",)))
+    return baseline
+
+
+def _select(trials: list[Trial], only: list[str] | None, path: Path, at: _Locator) -> list[Trial]:
+    names = [t.name for t in trials]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise at.fail(f"trial names repeat: {', '.join(duplicates)}", "trials")
+    if not only:
+        return trials
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; trials: {', '.join(names)}"
+        raise SweepError(f"{path}: --only names no trial {unknown[0]!r}{hint}")
+    return [t for t in trials if t.name in only]
 
 
 def _apply_overrides(data: dict, overrides: list[str]) -> set[tuple]:
@@ -259,22 +307,20 @@ def run_sweep(
     inline: bool = False,
     tracking_uri: str | None = None,
     log_mlflow: bool = True,
-) -> list[dict]:
-    """Run every trial not finished yet (baselines first); write the results table; log to MLflow."""
+) -> list[TrialResult]:
+    """Run every trial not finished yet (baselines first); write the results table; log to MLflow.
+
+    Baseline outputs stay until every trial has been compared with them; with `keep_video: false` they are
+    removed at the end."""
     from harness.launcher import run_in_subprocess
     from harness.results import collect_results, write_json_atomic, write_table
-    from harness.runner import STAGES, resolve_inputs, run_trial
+    from harness.runner import STAGES, output_path, resolve_inputs, run_trial
     from reports.plots import SWEEP_PLOTS_DIR, draw_if_available, sweep_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         out_dir / "sweep.json",
-        {
-            "name": sweep.name,
-            "file": str(sweep.path),
-            "baseline": sweep.baseline,
-            "experiment": sweep.experiment,
-        },
+        {"name": sweep.name, "file": str(sweep.path), "baseline": sweep.baseline, "experiment": sweep.experiment},
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
     baseline_outputs: dict[str, Path] = {}
@@ -284,23 +330,22 @@ def run_sweep(
         trial = resolve_inputs(trial)
         folder = out_dir / "trials" / trial.folder_name()
         bar.set_postfix_str(trial.name)
-        previous = _finished(folder, trial)
-        if previous is not None:
+        result = _finished(folder, trial)
+        if result is not None:
             log.info("skipping finished trial %s (%s)", trial.name, folder.name)
-            result = previous
         elif inline:
             result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
         else:
             result = run_in_subprocess(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
-        if trial.is_baseline and result["status"] == "ok":
-            baseline_outputs[trial.input_name] = folder / "output.mp4"
-        result["folder"] = str(folder)
+        if trial.is_baseline and result.status == "ok":
+            baseline_outputs[trial.input_name] = output_path(trial, folder)
         results.append(result)
+    if not all(t.keep_video for t in sweep.trials):
+        for output in baseline_outputs.values():
+            output.unlink(missing_ok=True)
     table = collect_results(out_dir)
     write_table(table, out_dir)
-    if draw_if_available(
-        lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
-    ):
+    if draw_if_available(lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)):
         log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
     if log_mlflow:
         from harness.tracking import log_sweep
@@ -309,11 +354,11 @@ def run_sweep(
     return results
 
 
-def _finished(folder: Path, trial: Trial) -> dict | None:
-    path = folder / "result.json"
+def _finished(folder: Path, trial: Trial) -> TrialResult | None:
+    path = folder / RESULT_FILE
     if not path.exists():
         return None
-    result = json.loads(path.read_text())
-    if result.get("key") == trial.key() and result.get("status") in ("ok", "skipped"):
+    result = load_trial(folder).result
+    if result.key == trial.key() and result.status in ("ok", "skipped"):
         return result
     return None

@@ -215,9 +215,8 @@ def _log_child(
             "SYNTHETIC WEIGHTS: random values, not the LatentSync checkpoint. Timings hold; "
             "scores and the output video mean nothing."
         )
-    params = flatten(record.config, "config.")
-    params.update(flatten(r.params))
-    params.update({f"variant.{k}": v for k, v in r.variants.items() if f"variant.{k}" not in params})
+    # The config comes from config.json alone (result.json's params hold the variant values, not a copy).
+    params = {**flatten(record.config, "config."), **flatten(r.params)}
     metrics = _numeric(r.metrics)
     if r.wall_s is not None:
         metrics.update(_numeric({"wall_s": r.wall_s}))

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, resolve
+from harness.config import RunConfig, resolve, settings
 from variants import VARIANTS
-from variants.base import Variant, VariantError
+from variants.base import Variant
 
 
 @dataclass
@@ -28,23 +28,38 @@ class Trial:
     score: bool = True
     keep_video: bool = True
     is_baseline: bool = False
+    baseline_variants: dict[str, Any] = field(default_factory=dict)  # what the fidelity reference ran with
     score_options: dict[str, Any] = field(default_factory=dict)  # weight paths for metrics.score.score_video
 
     def build_variants(self) -> list[Variant]:
         return build_variants(self.variants)
 
+    def base_config(self) -> RunConfig:
+        """Defaults < sweep base < this trial's inputs, validated: what the variants are judged against."""
+        return resolve(self.base, {"video": self.video, "audio": self.audio}, where=("base", "inputs"))
+
     def resolve(self) -> RunConfig:
-        """Defaults < sweep base < this trial's inputs < variants, validated."""
-        config = resolve(self.base, {"video": self.video, "audio": self.audio}, where=("base", "inputs"))
-        for variant in self.build_variants():
-            config = variant.configure(config)
-        return config.validate()
+        """The base config with this trial's variants applied, in order."""
+        return configure(self.base_config(), self.build_variants())
+
+    def reference_config(self) -> RunConfig:
+        """The config of the run this trial's output is compared with: the base with the baseline's variants."""
+        return configure(self.base_config(), build_variants(self.baseline_variants))
+
+    def noop_families(self) -> list[str]:
+        """Families whose value is already the base's: they change nothing in this trial."""
+        base = self.base_config()
+        return [v.family for v in self.build_variants() if v.is_noop(base)]
+
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """{setting: (reference value, this trial's value)} for every setting that differs from the reference."""
+        return self.resolve().changes_from(self.reference_config())
 
     @property
     def lossless(self) -> bool:
-        """All variants declare themselves lossless (and at least one changes something)."""
-        built = [v for v in self.build_variants() if not v.is_noop]
-        return bool(built) and all(v.lossless for v in built)
+        """Every setting that differs from the reference run's changes the output only within float tolerance
+        (so the fidelity gate applies). A trial that changes nothing is lossless too: it must reproduce it."""
+        return all(lossless_change(name, old, new) for name, (old, new) in self.changes().items())
 
     def key(self) -> str:
         """Hash of everything that decides the result: finished trials with this key are skipped on re-run."""
@@ -72,27 +87,25 @@ class Trial:
         return Trial(**data)
 
 
-# Families that change the loaded model apply in this order, whatever order the YAML lists them in:
-# pruning needs float weights, DeepCache wraps the final U-Net, compile goes last.
-APPLY_ORDER = ("pruning", "quantization", "deepcache", "compile")
-
-
 def build_variants(values: dict[str, Any]) -> list[Variant]:
-    """Instantiate variants (in apply order) and reject incompatible combinations before any work."""
+    """Instantiate variants (checking every value) in their families' declared order."""
     built = [VARIANTS.get(family)(value) for family, value in values.items()]
-    built.sort(key=lambda v: APPLY_ORDER.index(v.family) if v.family in APPLY_ORDER else -1)
-    fields_seen: dict[str, str] = {}
-    for variant in built:
-        for name in variant.sets_fields:
-            if name in fields_seen and not variant.is_noop:
-                raise VariantError(
-                    f"{variant.family} and {fields_seen[name]} both set the config field {name!r}"
-                )
-            fields_seen[name] = variant.family
-        reason = variant.conflicts(built)
-        if reason:
-            raise VariantError(reason)
-    return built
+    return sorted(built, key=lambda v: (v.order, v.family))
+
+
+def configure(config: RunConfig, variants: list[Variant]) -> RunConfig:
+    for variant in variants:
+        config = variant.configure(config)
+    return config
+
+
+def lossless_change(name: str, old: Any, new: Any) -> bool:
+    """Whether moving setting `name` from `old` to `new` keeps the output (as its owning family declares);
+    settings no family owns (inputs, seed, crf, ...) keep it only when unchanged."""
+    family = settings()[name].family
+    if not family:
+        return old == new
+    return VARIANTS.get(family).lossless_change(old, new)
 
 
 def _file_stamp(path: str) -> str:

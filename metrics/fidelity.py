@@ -1,27 +1,42 @@
-"""The lossless gate: a variant declared lossless must reproduce the baseline's output closely."""
+"""The lossless gate: a trial whose settings differ from the baseline's only losslessly must reproduce the
+baseline's output closely."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 DEFAULT_THRESHOLD_DB = 40.0
+STATES = ("passed", "failed", "not checked", "not applicable")
 
 
-def fidelity_flag(
-    lossless: bool, psnr_db: float | None, threshold_db: float = DEFAULT_THRESHOLD_DB
-) -> tuple[bool, str]:
-    """(failed, reason): failed when a lossless variant's PSNR against the baseline is below `threshold_db`.
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # one of STATES
+    reason: str
 
-    Variants not declared lossless are never flagged, and neither is a missing PSNR (the reason says the gate
-    was not checked); the runner logs `fidelity_gate_failed` = 1 / 0 and the reason as a tag.
-    """
+    @property
+    def checked(self) -> bool:
+        return self.state in ("passed", "failed")
+
+
+def fidelity_verdict(
+    lossless: bool,
+    psnr_db: float | None,
+    threshold_db: float = DEFAULT_THRESHOLD_DB,
+    missing_reference: str | None = None,
+) -> Verdict:
+    """The gate's verdict. Lossy trials are 'not applicable'; a lossless trial with no PSNR against the
+    baseline is 'not checked' (never 'passed'), with the reason; otherwise passed or failed at `threshold_db`."""
     if not lossless:
-        return False, "not declared lossless: no fidelity gate"
+        return Verdict("not applicable", "changes the output by design (a lossy setting): no fidelity gate")
+    if missing_reference:
+        return Verdict("not checked", f"lossless, but not compared: {missing_reference}")
     if psnr_db is None or math.isnan(psnr_db):
-        return False, "declared lossless, but no PSNR against the baseline was measured: gate not checked"
+        return Verdict("not checked", "lossless, but no PSNR against the baseline was measured")
     if psnr_db < threshold_db:
-        return True, (
-            f"declared lossless, but its output is {psnr_db:.2f} dB PSNR from the baseline's "
-            f"(gate: {threshold_db:.1f} dB)"
+        return Verdict(
+            "failed",
+            f"lossless, but its output is {psnr_db:.2f} dB PSNR from the baseline's (gate: {threshold_db:.1f} dB)",
         )
-    return False, f"declared lossless; {psnr_db:.2f} dB PSNR from the baseline (gate: {threshold_db:.1f} dB)"
+    return Verdict("passed", f"lossless; {psnr_db:.2f} dB PSNR from the baseline (gate: {threshold_db:.1f} dB)")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.config import ConfigError, RunConfig, resolve
+from harness.config import ConfigError, RunConfig, check_value, field_type, resolve, settings
 from harness.registry import Registry, RegistryError
 
 
@@ -22,8 +22,34 @@ def test_bad_values_name_the_field():
         resolve({"resolution": 384})
     with pytest.raises(ConfigError, match="steps expects int"):
         resolve({"steps": "many"}, where=("cli",))
-    with pytest.raises(ConfigError, match="guidance must be >= 1.0"):
+    with pytest.raises(ConfigError, match="guidance must be a number >= 1, got 0.5"):
         resolve({"guidance": 0.5})
+    with pytest.raises(ConfigError, match="crf must be an integer from 0 to 51"):
+        resolve({"crf": 52})
+
+
+def test_detector_outside_its_declared_choices_is_rejected():
+    # retinaface passed validate() when the allowed detectors were listed in two places
+    with pytest.raises(ConfigError, match="detector must be one of mediapipe, buffalo_l, buffalo_s; got 'retinaface'"):
+        resolve({"detector": "retinaface"})
+    with pytest.raises(ConfigError, match="detector must be one of"):
+        RunConfig(detector="retinaface").validate()
+
+
+def test_every_setting_declares_its_type_default_and_help():
+    for name, decl in settings().items():
+        assert decl.help, name
+        value = getattr(RunConfig(), name)
+        assert isinstance(value, field_type(name)), name
+        assert check_value(name, value) == value, f"{name}'s default is not an allowed value"
+
+
+def test_settings_owned_by_a_family_normalise_the_same_from_any_layer():
+    from_yaml = resolve({"deepcache": "upstream-default", "pruning": {"method": "channels", "ratio": 0.25}})
+    from_cli = resolve({"deepcache": "interval=3,branch=0", "pruning": "channels:0.25"}, where=("--set",))
+    assert from_yaml == from_cli
+    assert from_yaml.deepcache == "interval=3,branch=0" and from_yaml.pruning == "channels:0.25"
+    assert resolve({"compile": True}).compile == "default" and resolve({"workers": "serial"}).workers == 0
 
 
 def test_written_config_round_trips(tmp_path):

@@ -39,7 +39,8 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
     # lossless variants reproduce the baseline (lossless output: crf 0); lossy ones do not
     assert ok.loc["threads2", "psnr_db"] > 45 and ok.loc["batch2", "psnr_db"] > 45
     assert ok.loc["whisper-int8", "psnr_db"] < ok.loc["batch2", "psnr_db"]
-    assert (ok.drop(index="baseline")["fidelity_gate_failed"] == 0).all()
+    assert set(ok.loc[["threads2", "batch2"], "fidelity_gate"]) == {"passed"}
+    assert set(ok.loc[["no-guidance", "deepcache", "whisper-int8"], "fidelity_gate"]) == {"not applicable"}
     assert "sync_av_corr" in ok.columns and "psnr_outside_mouth_db" in ok.columns
 
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()

@@ -41,7 +41,8 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
     [
         ("name: t\ngrdi:\n  steps: [2]\n", r"s.yaml:2: unknown key 'grdi'; did you mean 'grid'"),
         ("name: t\ngrid:\n  stesp: [2]\n", r"s.yaml:3: unknown variant family 'stesp'; did you mean 'steps'"),
-        ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be >= 1"),
+        ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be an integer >= 1, got 0"),
+        ("name: t\nbase:\n  weights: tiny\n  detector: retinaface\n", r"s.yaml:4: detector must be one of"),
         ("name: t\nbase:\n  resolution: 300\n", r"s.yaml:3: .*resolution must be one of 256, 512"),
         (
             "name: t\ninputs:\n  - name: a\n    video: missing.mp4\n",
@@ -108,12 +109,12 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
         )
     )
     results = run_sweep(sweep, tmp_path / "out", inline=True, log_mlflow=False)
-    by_input = {r["trial"].split("/")[0]: r for r in results}
-    assert by_input["faceless"]["status"] == "failed"
-    assert "no face found in frame 0" in by_input["faceless"]["error"]
-    assert by_input["face"]["status"] == "ok"
+    by_input = {r.trial.split("/")[0]: r for r in results}
+    assert by_input["faceless"].status == "failed"
+    assert "no face found in frame 0" in by_input["faceless"].error
+    assert by_input["face"].status == "ok"
     folder = tmp_path / "out" / "trials" / next((tmp_path / "out" / "trials").glob("face_baseline-*")).name
-    assert (folder / "torch_trace.json").exists() and "torch_trace.json" in by_input["face"]["artifacts"]
+    assert (folder / "torch_trace.json").exists() and "torch_trace.json" in by_input["face"].artifacts
     table = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in table and "ok" in table
     assert json.loads((folder / "config.json").read_text())["steps"] == 1

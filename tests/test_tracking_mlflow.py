@@ -122,7 +122,7 @@ def make_sweep(root: Path) -> Path:
             status="failed",
             key="bbb222",
             variants={"steps": 10},
-            params={"config.steps": 10, "odd key (ms)": "x"},
+            params={"variant.steps": 10, "odd key (ms)": "x"},
             error="RuntimeError: boom",
             traceback="Traceback ...",
             wall_s=1.0,

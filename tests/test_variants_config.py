@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import resolve
+from harness.config import RunConfig, resolve
 from harness.pipeline.lipsync import LipsyncPipeline
 from harness.trial import build_variants
 from variants import VARIANTS
@@ -35,8 +35,9 @@ def configured(family, value):
 )
 def test_field_variants_set_their_field(family, value, field, expected, lossless):
     variant, config = configured(family, value)
-    assert getattr(config, field) == expected and getattr(BASE, field) != expected or family == "threading"
-    assert variant.lossless is lossless
+    assert variant.field_name == field and getattr(config, field) == expected
+    assert config.changes_from(BASE) == ({} if getattr(BASE, field) == expected else {field: (getattr(BASE, field), expected)})
+    assert variant.lossless_change(getattr(BASE, field), expected) is (lossless or getattr(BASE, field) == expected)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_bad_values_are_rejected_before_any_work(family, value):
 def test_choice_families_accept_yaml_spellings(family, value, expected, noop):
     variant = VARIANTS.get(family)(value)
     assert variant.value == expected
-    assert variant.is_noop is noop
+    assert variant.is_noop(RunConfig()) is noop
 
 
 @pytest.mark.parametrize("family, value", [("compile", "fast"), ("quantization", {"bits": 4}), ("compile", 2)])
@@ -97,7 +98,8 @@ def test_whisper_int8_rounds_the_encoder_weights_and_moves_the_features(pipeline
     variant, _ = configured("whisper-precision", "int8")
     state = {k: v.clone() for k, v in pipeline.whisper.model.state_dict().items()}
     try:
-        variant.apply(pipeline)
+        for transform in variant.transforms():
+            pipeline.apply(transform)
         weight = next(m.weight for m in pipeline.whisper.model.modules() if isinstance(m, torch.nn.Linear))
         scale = weight.abs().amax(dim=1, keepdim=True) / 127
         assert torch.allclose(weight / scale, torch.round(weight / scale), atol=1e-3)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness.models.unet import LatentSyncUNet, load_unet
+from harness.pipeline.lipsync import LipsyncPipeline
 from harness.models.unet_config import UNetConfig
 from variants.base import VariantError
 from variants.compile import Compile
@@ -33,8 +34,14 @@ def _inputs(
 def _pipeline(unet: nn.Module, vae: nn.Module | None = None) -> SimpleNamespace:
     """The attributes of LipsyncPipeline that these variants touch."""
     return SimpleNamespace(
-        unet=unet, vae=vae, segment_hooks=[], device=torch.device("cpu"), dtype=torch.float32
+        unet=unet, vae=vae, segment_hooks=[], applied=[], device=torch.device("cpu"), dtype=torch.float32
     )
+
+
+def _apply(variant, pipeline: SimpleNamespace) -> None:
+    """Apply the variant's transforms the way LipsyncPipeline does."""
+    for transform in variant.transforms():
+        LipsyncPipeline.apply(pipeline, transform)
 
 
 @pytest.fixture
@@ -91,11 +98,11 @@ def test_torchao_int8_weight_only_quantizes_every_linear_and_changes_the_output_
     from torchao.utils import TorchAOBaseTensor
 
     variant = Quantization("torchao-int8wo")
-    assert variant.is_available(CPU) is None and not variant.lossless
+    assert variant.is_available(CPU) is None and not variant.lossless_change("none", "torchao-int8wo")
     inputs = _inputs()
     before = _run(unet, inputs)
     linears = [m for m in unet.modules() if isinstance(m, nn.Linear)]
-    variant.apply(_pipeline(unet))
+    _apply(variant, _pipeline(unet))
     assert all(isinstance(m.weight, TorchAOBaseTensor) for m in linears)
     after = _run(unet, inputs)
     assert torch.isfinite(after).all()
@@ -112,7 +119,7 @@ def test_bitsandbytes_replaces_linears_or_says_why_not(unet, method, layer_type)
     inputs = _inputs()
     before = _run(unet, inputs)
     count = sum(isinstance(m, nn.Linear) for m in unet.modules())
-    variant.apply(_pipeline(unet))
+    _apply(variant, _pipeline(unet))
     assert [type(m).__name__ for m in unet.modules()].count(layer_type) == count
     assert not any(type(m) is nn.Linear for m in unet.modules())
     after = _run(unet, inputs)
@@ -128,11 +135,13 @@ def test_bitsandbytes_replaces_linears_or_says_why_not(unet, method, layer_type)
     ("value", "expected"),
     [
         ("none", "none"),
-        ("channels:0.25", {"method": "channels", "ratio": 0.25}),
-        ({"method": "channels", "ratio": 0.5}, {"method": "channels", "ratio": 0.5}),
-        ("drop-motion", {"method": "drop-motion"}),
-        ("drop-blocks:a.b, c", {"method": "drop-blocks", "blocks": ["a.b", "c"]}),
-        ({"method": "drop-blocks", "blocks": ["x"]}, {"method": "drop-blocks", "blocks": ["x"]}),
+        (None, "none"),
+        ("channels:0.25", "channels:0.25"),
+        ({"method": "channels", "ratio": 0.5}, "channels:0.5"),
+        ("drop-motion", "drop-motion"),
+        ({"method": "drop-motion"}, "drop-motion"),
+        ("drop-blocks:a.b, c", "drop-blocks:a.b,c"),
+        ({"method": "drop-blocks", "blocks": ["x"]}, "drop-blocks:x"),
     ],
 )
 def test_pruning_parses_short_and_long_forms(value, expected):
@@ -156,8 +165,8 @@ def test_pruning_rejects_bad_values(value):
         Pruning(value)
 
 
-def test_pruning_describe_flattens_for_tracking():
-    assert Pruning("drop-blocks:a,b").describe() == {"pruning.method": "drop-blocks", "pruning.blocks": "a,b"}
+def test_pruning_describes_itself_as_one_tracking_value():
+    assert Pruning({"method": "drop-blocks", "blocks": ["a", "b"]}).describe() == {"pruning": "drop-blocks:a,b"}
 
 
 def test_channel_pruning_shrinks_inner_dims_and_keeps_the_io(unet):
@@ -165,7 +174,7 @@ def test_channel_pruning_shrinks_inner_dims_and_keeps_the_io(unet):
     before = _run(unet, inputs)
     params = count_parameters(unet)
     ff_widths = [m.net[2].in_features for m in unet.modules() if type(m).__name__ == "FeedForward"]
-    Pruning("channels:0.25").apply(_pipeline(unet))
+    _apply(Pruning("channels:0.25"), _pipeline(unet))
     after = _run(unet, inputs)
     assert after.shape == before.shape and torch.isfinite(after).all()
     assert not torch.allclose(after, before)
@@ -213,7 +222,7 @@ def test_drop_motion_removes_every_motion_module_and_they_are_not_called(unet):
     inputs = _inputs()
     before = _run(unet, inputs)
     calls = _call_counter(motion)
-    Pruning("drop-motion").apply(_pipeline(unet))
+    _apply(Pruning("drop-motion"), _pipeline(unet))
     after = _run(unet, inputs)
     levels, layers = len(unet.config.block_out_channels), unet.config.layers_per_block
     assert len(motion) == levels * layers + levels * (layers + 1)  # after every resnet but the mid block's
@@ -236,8 +245,8 @@ def test_drop_blocks_skips_the_named_blocks_only(unet):
     calls = _call_counter({name: modules[name] for name in [*names, kept]})
     params = count_parameters(unet)
     dropped_params = sum(count_parameters(modules[name]) for name in names)
-    pipeline = _pipeline(DeepCacheUNet(unet, interval=1))  # names are the U-Net's, also under a wrapper
-    Pruning({"method": "drop-blocks", "blocks": names}).apply(pipeline)
+    pipeline = _pipeline(unet)
+    _apply(Pruning({"method": "drop-blocks", "blocks": names}), pipeline)
     out = _run(pipeline.unet, _inputs())
     assert calls == {names[0]: 0, names[1]: 0, kept: 1}
     assert all(isinstance(unet.get_submodule(name), Skipped) for name in names)
@@ -249,20 +258,21 @@ def test_drop_blocks_names_the_fault(unet):
     last, _ = _last_motion_modules(unet)
     misspelt = last.replace("motion_modules", "motion_module")
     with pytest.raises(VariantError, match=f"did you mean {last}"):
-        Pruning(f"drop-blocks:{misspelt}").apply(_pipeline(unet))
+        _apply(Pruning(f"drop-blocks:{misspelt}"), _pipeline(unet))
     with pytest.raises(VariantError, match="not a residual block"):
-        Pruning("drop-blocks:up_blocks.3.resnets.0").apply(_pipeline(unet))
+        _apply(Pruning("drop-blocks:up_blocks.3.resnets.0"), _pipeline(unet))
     droppable = droppable_blocks(unet)
     assert "mid_block.attentions.0.transformer_blocks.0" in droppable and last in droppable
     assert not any(".resnets." in name or "samplers" in name for name in droppable)
 
 
-def test_channel_pruning_after_quantization_explains_the_order(unet):
+def test_channel_pruning_of_a_quantized_unet_explains_the_order(unet):
     pytest.importorskip("torchao")
     pipeline = _pipeline(unet)
-    Quantization("torchao-int8wo").apply(pipeline)
-    with pytest.raises(VariantError, match="prune before quantizing"):
-        Pruning("channels:0.25").apply(pipeline)
+    _apply(Quantization("torchao-int8wo"), pipeline)
+    with pytest.raises(VariantError, match="prunes before it quantizes, whatever order the settings are given"):
+        _apply(Pruning("channels:0.25"), pipeline)
+    assert Pruning.order < Quantization.order < DeepCache.order < Compile.order
 
 
 # -- DeepCache
@@ -272,9 +282,12 @@ def test_channel_pruning_after_quantization_explains_the_order(unet):
     ("value", "expected"),
     [
         ("off", "off"),
-        ("upstream-default", {"interval": 3, "branch": 0}),
-        (4, {"interval": 4, "branch": 0}),
-        ({"interval": 2, "branch": 1}, {"interval": 2, "branch": 1}),
+        (None, "off"),
+        ("upstream-default", "interval=3,branch=0"),
+        (4, "interval=4,branch=0"),
+        ("4", "interval=4,branch=0"),
+        ({"interval": 2, "branch": 1}, "interval=2,branch=1"),
+        ("interval=2, branch=1", "interval=2,branch=1"),
     ],
 )
 def test_deepcache_parses(value, expected):
@@ -282,7 +295,7 @@ def test_deepcache_parses(value, expected):
 
 
 @pytest.mark.parametrize(
-    "value", ["fast", {"interval": 0}, {"interval": 2, "branch": -1}, {"every": 2}, True]
+    "value", ["fast", {"interval": 0}, {"interval": 2, "branch": -1}, {"every": 2}, True, "interval=x"]
 )
 def test_deepcache_rejects_bad_values(value):
     with pytest.raises(VariantError, match="deepcache"):
@@ -299,7 +312,7 @@ def test_deepcache_runs_deep_blocks_on_full_steps_only(unet):
     steps = [_inputs(seed=i) for i in range(6)]
     plain = [_run(unet, inputs) for inputs in steps]
     pipeline = _pipeline(unet)
-    DeepCache("upstream-default").apply(pipeline)
+    _apply(DeepCache("upstream-default"), pipeline)
     calls = _call_counter({**deep, **shallow})
     history = []
     for inputs in steps:
@@ -335,7 +348,7 @@ def test_deepcache_shallow_path_on_its_own_cache_equals_the_full_unet(unet, bran
 
 def test_deepcache_branch_must_fit_the_unet(unet):
     with pytest.raises(VariantError, match="branch must be in 0..3"):
-        DeepCache({"interval": 3, "branch": 4}).apply(_pipeline(unet))
+        _apply(DeepCache({"interval": 3, "branch": 4}), _pipeline(unet))
 
 
 # -- compile
@@ -345,21 +358,25 @@ def test_compile_parses_and_checks_the_device():
     assert Compile(False).value == "off" and Compile(True).value == "default"
     with pytest.raises(VariantError, match="max-autotune"):
         Compile("fastest")
-    assert Compile("default").lossless
+    assert Compile.lossless_change("off", "default") and Compile.lossless_change("default", "max-autotune")
     for mode in ("reduce-overhead", "cudagraphs"):
         assert "CUDA" in Compile(mode).is_available(CPU)
 
 
-def test_compile_is_deferred_to_the_first_segment_and_reaches_wrappers(unet):
-    """Applied before DeepCache, compile still compiles the wrapper (its two paths), not the bypassed U-Net."""
+def test_compile_comes_last_and_compiles_the_wrapper_not_the_bypassed_unet(unet):
+    """Listed before DeepCache, compile still applies after it (its declared order) and compiles the wrapper's
+    two paths."""
+    from harness.config import RunConfig
+    from variants import transforms_for
+
     vae = SimpleNamespace(decoder=nn.Conv2d(4, 3, 1))
     pipeline = _pipeline(unet, vae)
-    Compile("max-autotune-no-cudagraphs").apply(pipeline)
-    DeepCache("upstream-default").apply(pipeline)
+    config = RunConfig().replace(compile="max-autotune-no-cudagraphs", deepcache="upstream-default")
+    for transform in transforms_for(config):
+        LipsyncPipeline.apply(pipeline, transform)
+    assert [a.split(":")[0] for a in pipeline.applied] == ["unet", "segment_hooks", "unet", "vae"]
     wrapper = pipeline.unet
-    assert wrapper._full == wrapper.full_path  # nothing compiled yet
-    for hook in pipeline.segment_hooks:
-        hook()
+    assert isinstance(wrapper, DeepCacheUNet)
     assert wrapper._full != wrapper.full_path and wrapper._shallow != wrapper.shallow_path
     assert vae.decoder._compiled_call_impl is not None
     assert unet._compiled_call_impl is None
@@ -383,9 +400,7 @@ def test_default_compile_matches_eager_on_a_small_unet():
     inputs = _inputs()
     eager = _run(small, inputs)
     pipeline = _pipeline(small)
-    Compile("default").apply(pipeline)
-    for hook in pipeline.segment_hooks:
-        hook()
+    _apply(Compile("default"), pipeline)
     compiled = _run(pipeline.unet, inputs)
     assert small._compiled_call_impl is not None
     assert math.isfinite(_rel_error(compiled, eager)) and _rel_error(compiled, eager) < 1e-4
@@ -395,7 +410,7 @@ def test_channel_pruning_keeps_inference_weights_frozen(unet):
     unet.requires_grad_(False)
     attn = next(m for m in unet.modules() if type(m).__name__ == "Attention")
     width = attn.to_q.out_features
-    Pruning("channels:0.5").apply(_pipeline(unet))
+    _apply(Pruning("channels:0.5"), _pipeline(unet))
     assert not any(p.requires_grad for p in unet.parameters())
     assert attn.to_q.out_features == attn.to_k.out_features == attn.to_out[0].in_features == attn.inner_dim
     assert attn.inner_dim < width and attn.inner_dim % attn.heads == 0

@@ -1,6 +1,19 @@
-"""Variant families, one module each, imported lazily through the registry."""
+"""Variant families, one module each, imported lazily through the registry.
+
+Every family owns one run setting (see harness.config.RunConfig); `active_variants(config)` builds the variant
+of each setting that differs from its default, and `transforms_for(config)` their pipeline transforms in the
+families' declared order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from variants.base import Transform, Variant
 
 VARIANTS = Registry("variant family")
 for _family, _target in {
@@ -20,3 +33,24 @@ for _family, _target in {
     "batch": "variants.batch:Batch",
 }.items():
     VARIANTS.register(_family, _target)
+
+
+def active_variants(config: RunConfig) -> list[Variant]:
+    """The variant of every family whose setting differs from its default, in transform order.
+
+    Families whose setting is at its default are not imported: a default never transforms anything.
+    """
+    from harness.config import RunConfig, settings
+
+    default = RunConfig()
+    built = [
+        VARIANTS.get(decl.family)(getattr(config, name))
+        for name, decl in settings().items()
+        if decl.family and getattr(config, name) != getattr(default, name)
+    ]
+    return sorted(built, key=lambda v: (v.order, v.family))
+
+
+def transforms_for(config: RunConfig) -> list[Transform]:
+    """The pipeline transforms the config asks for, in the families' declared order."""
+    return [t for variant in active_variants(config) for t in variant.transforms()]

@@ -1,21 +1,51 @@
-"""The variant contract: a family, its allowed values, whether it is lossless, and how it applies.
+"""The variant contract: a typed, ordered transform of a run.
 
-A variant either adjusts the resolved config before anything loads (`configure`) or changes the loaded
-pipeline afterwards (`apply`: swap, wrap, patch, quantize). It never measures anything.
+A variant family owns one run setting (a field of `RunConfig`, where its type, default, allowed values and help
+live). A variant is that family with a value:
+
+- `configure(config)` is pure: the config in, a new config with the family's field set out. The variant is a
+  no-op for a trial when `configure(base) == base`, judged against the trial's resolved base, never a constant.
+- `transforms()` are what the setting does to the loaded pipeline: each names the component it changes (the
+  U-Net, the VAE, the Whisper encoder, the sampler factory or the per-segment hooks) and returns its
+  replacement. They are built from the resolved config's value, so a setting takes effect the same way
+  whether YAML, `--set`, `--config` or `--variant` set it.
+- `order` is the family's place among transforms (pruning needs float weights, DeepCache wraps the final U-Net,
+  compile comes last), declared here by each family, not by the order of a YAML file.
+- `lossless_change(old, new)` says whether moving the setting from `old` to `new` keeps the output within
+  float tolerance; it decides whether the fidelity gate applies.
+
+A variant never measures anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.config import ConfigError, check_value, generic_allowed
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
-    from harness.pipeline.lipsync import LipsyncPipeline
+
+COMPONENTS = ("whisper", "unet", "vae", "sampler", "segment_hooks")
 
 
-class VariantError(ValueError):
-    """A variant value is invalid, or two variants cannot be combined."""
+class VariantError(ConfigError):
+    """A variant value is invalid, or a transform cannot be applied to the loaded model."""
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A change of one named pipeline component: `apply(component, pipeline) -> new component`."""
+
+    component: str
+    label: str
+    apply: Callable[[Any, Any], Any]
+
+    def __post_init__(self) -> None:
+        if self.component not in COMPONENTS:
+            raise ValueError(f"transform {self.label}: unknown component {self.component!r} ({COMPONENTS})")
 
 
 class Variant:
@@ -23,130 +53,82 @@ class Variant:
 
     family: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    # Names of fields of RunConfig this family sets; two variants setting one field conflict.
-    sets_fields: ClassVar[tuple[str, ...]] = ()
-    # Families this one cannot combine with, with the reason.
-    incompatible: ClassVar[dict[str, str]] = {}
-    # The allowed values, where the family has a fixed set.
-    choices: ClassVar[tuple[Any, ...]] = ()
+    field_name: ClassVar[str] = ""  # the RunConfig field this family owns
+    order: ClassVar[int] = 0  # place among model transforms, lowest first
+    always_lossless: ClassVar[bool] = False  # every change keeps the output (threads, batching, compile)
 
     def __init__(self, value: Any) -> None:
         self.value = self.parse(value)
 
     @classmethod
-    def parse(cls, value: Any) -> Any:
-        """Validate and normalise a value from YAML or the command line; raise VariantError if invalid."""
+    def normalize(cls, value: Any) -> Any:
+        """Map YAML / command-line spellings to the setting's canonical value (before type and range checks)."""
         return value
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """Normalise, coerce and check a value; raises VariantError naming the family."""
+        try:
+            return check_value(cls.field_name, value)
+        except ConfigError as exc:
+            # "steps: steps must be ..." reads "steps: must be ..."; "precision: dtype must be ..." stays
+            message = str(exc).removeprefix(f"{cls.field_name}: ")
+            if cls.family == cls.field_name:
+                message = message.removeprefix(f"{cls.field_name} ")
+            raise VariantError(f"{cls.family}: {message}") from None
 
     @classmethod
     def allowed(cls) -> str:
         """Human-readable description of the allowed values, for --help and errors."""
-        if cls.choices:
-            return "one of " + ", ".join(map(str, cls.choices))
-        return "see the family's documentation"
+        return generic_allowed(cls.field_name)
 
-    @property
-    def lossless(self) -> bool:
-        """True when the output should equal the baseline's within float tolerance."""
-        return False
+    @classmethod
+    def default(cls) -> Any:
+        from harness.config import RunConfig
 
-    @property
-    def is_noop(self) -> bool:
-        """True when this value is the baseline setting of the family (changes nothing)."""
-        return False
+        return getattr(RunConfig(), cls.field_name)
+
+    @classmethod
+    def lossless_change(cls, old: Any, new: Any) -> bool:
+        """True when changing the setting from `old` to `new` keeps the output within float tolerance."""
+        return cls.always_lossless or old == new
+
+    def configure(self, config: RunConfig) -> RunConfig:
+        return config.replace(**{self.field_name: self.value})
+
+    def is_noop(self, base: RunConfig) -> bool:
+        return self.configure(base) == base
+
+    def transforms(self) -> list[Transform]:
+        """The pipeline changes this value makes (none for settings that act before loading)."""
+        return []
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         """None when it can run here; otherwise the reason (the trial is then recorded as skipped)."""
         return None
 
-    def conflicts(self, others: list[Variant]) -> str | None:
-        for other in others:
-            if other is self or other.is_noop or self.is_noop:
-                continue
-            if other.family in self.incompatible:
-                return f"{self.family}={self.value} cannot combine with {other.family}: {self.incompatible[other.family]}"
-        return None
-
-    def configure(self, config: RunConfig) -> RunConfig:
-        return config
-
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        return None
-
     def describe(self) -> dict[str, Any]:
-        value = self.value
-        if dataclasses.is_dataclass(value):
-            value = dataclasses.asdict(value)
-        if isinstance(value, dict):
-            return {f"{self.family}.{k}": v for k, v in value.items()}
-        return {self.family: value}
+        return {self.family: self.value}
 
     def __repr__(self) -> str:
         return f"{self.family}={self.value!r}"
 
 
 class ChoiceVariant(Variant):
-    """A family whose value is one of a fixed set of names, the first being the baseline (changes nothing).
-
-    Values are compared as lower-case text, so YAML's booleans and null arrive as "true", "false", "none";
-    `aliases` maps such spellings to a name.
-    """
+    """A family whose value is one of the setting's named choices, compared as lower-case text, so YAML's
+    booleans and null arrive as "true", "false", "none"; `aliases` maps such spellings to a name."""
 
     aliases: ClassVar[dict[str, str]] = {}
+    choices: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def parse(cls, value: Any) -> str:
+    def normalize(cls, value: Any) -> str:
         name = str(value).strip().lower()
         name = cls.aliases.get(name, name)
         if name not in cls.choices:
-            raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}")
+            raise VariantError(f"expected {cls.allowed()}, got {value!r}")
         return name
-
-    @property
-    def is_noop(self) -> bool:
-        return self.value == self.choices[0]
-
-
-class FieldVariant(Variant):
-    """A family that sets one RunConfig field to a value from a fixed set (or a type)."""
-
-    field_name: ClassVar[str] = ""
-    value_type: ClassVar[type] = str
-    baseline: ClassVar[Any] = None
-    minimum: ClassVar[float | None] = None  # for numeric families
-    lossless_values: ClassVar[tuple[Any, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.field_name:
-            cls.sets_fields = (cls.field_name,)
-
-    @classmethod
-    def parse(cls, value: Any) -> Any:
-        try:
-            parsed = cls.value_type(value)
-        except (TypeError, ValueError):
-            raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}") from None
-        if cls.choices and parsed not in cls.choices:
-            raise VariantError(f"{cls.family}: expected {cls.allowed()}, got {value!r}")
-        if cls.minimum is not None and parsed < cls.minimum:
-            raise VariantError(f"{cls.family}: must be >= {cls.minimum:g}, got {value!r}")
-        return parsed
 
     @classmethod
     def allowed(cls) -> str:
-        if cls.choices:
-            return super().allowed()
-        kind = {int: "an integer", float: "a number"}.get(cls.value_type, f"a {cls.value_type.__name__}")
-        return kind if cls.minimum is None else f"{kind} >= {cls.minimum:g}"
-
-    @property
-    def lossless(self) -> bool:
-        return self.value == self.baseline or self.value in self.lossless_values
-
-    @property
-    def is_noop(self) -> bool:
-        return self.value == self.baseline
-
-    def configure(self, config: RunConfig) -> RunConfig:
-        return dataclasses.replace(config, **{self.field_name: self.value})
+        return "one of " + ", ".join(cls.choices)

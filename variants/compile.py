@@ -1,9 +1,8 @@
 """torch.compile of the U-Net and the VAE decoder, in one of torch's modes, or CUDA graphs alone.
 
-Compilation is lazy in torch (the first call traces and builds), so its cost lands in the cold run. The
-`compile()` call itself is also deferred to the first segment: whatever module `pipeline.unet` is by then (a
-DeepCache wrapper, a quantized or pruned U-Net) is what gets compiled, in whatever order the variants were
-applied. A module may define its own `compile(**kwargs)` (DeepCache does) to compile its parts.
+Compile comes last in the transform order, so whatever the U-Net is by then (a DeepCache wrapper, a quantized or
+pruned U-Net) is what gets compiled. torch compiles lazily (the first call traces and builds), so the cost
+lands in the cold run. A module may define its own `compile(**kwargs)` (DeepCache does) to compile its parts.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from variants.base import ChoiceVariant
+from variants.base import ChoiceVariant, Transform
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -28,16 +27,14 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "cudagraphs")
 class Compile(ChoiceVariant):
     family = "compile"
     summary = "torch.compile of the U-Net and VAE decoder (mode), or CUDA graphs of them"
+    field_name = "compile"
     choices = MODES
     aliases = {"false": "off", "none": "off", "true": "default"}
-
-    @property
-    def lossless(self) -> bool:
-        # Same math, fused and reordered: equal to eager within float tolerance.
-        return True
+    order = 50  # last: compiles the U-Net as the other transforms left it
+    always_lossless = True  # the same math, fused and reordered: equal to eager within float tolerance
 
     def is_available(self, env: dict[str, Any]) -> str | None:
-        if self.is_noop:
+        if self.value == "off":
             return None
         if not torch._dynamo.is_dynamo_supported():
             return "torch.compile (dynamo) is not supported on this Python/torch build"
@@ -60,20 +57,20 @@ class Compile(ChoiceVariant):
             return {"backend": "cudagraphs", "dynamic": False}
         return {"mode": self.value, "dynamic": False}
 
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        if self.is_noop:
-            return
+    def transforms(self) -> list[Transform]:
+        if self.value == "off":
+            return []
         kwargs = self.compile_kwargs()
-        done = False
 
-        def compile_once() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            pipeline.unet.compile(**kwargs)
-            decoder = getattr(pipeline.vae, "decoder", None)
+        def compile_unet(unet: torch.nn.Module, _pipeline: LipsyncPipeline) -> torch.nn.Module:
+            unet.compile(**kwargs)
+            return unet
+
+        def compile_decoder(vae: Any, _pipeline: LipsyncPipeline) -> Any:
+            decoder = getattr(vae, "decoder", None)
             if isinstance(decoder, torch.nn.Module):
                 decoder.compile(**kwargs)
+            return vae
 
-        pipeline.segment_hooks.append(compile_once)
+        label = f"compile={self.value}"
+        return [Transform("unet", label, compile_unet), Transform("vae", label, compile_decoder)]

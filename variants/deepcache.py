@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from variants.base import Variant, VariantError
+from variants.base import Transform, Variant, VariantError
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -32,51 +32,80 @@ UPSTREAM_DEFAULT = {"interval": 3, "branch": 0}  # what the reference inference 
 class DeepCache(Variant):
     family = "deepcache"
     summary = "reuse deep U-Net features for interval-1 of every interval steps (DeepCache)"
+    field_name = "deepcache"
+    order = 40  # wraps the U-Net after pruning and quantization changed it, before compile
 
     @classmethod
-    def parse(cls, value: Any) -> str | dict[str, int]:
+    def normalize(cls, value: Any) -> str:
+        """The canonical text 'off' or 'interval=N,branch=B' from YAML's forms (see `allowed`)."""
         if value is None or value is False or value == "off":
             return "off"
         if value == "upstream-default":
-            return dict(UPSTREAM_DEFAULT)
-        if isinstance(value, int) and not isinstance(value, bool):
+            value = dict(UPSTREAM_DEFAULT)
+        elif isinstance(value, int) and not isinstance(value, bool):
             value = {"interval": value}
+        elif isinstance(value, str) and value.strip().isdigit():
+            value = {"interval": int(value)}
+        elif isinstance(value, str):
+            value = _parse_pairs(value, cls.allowed())
         if not isinstance(value, dict):
-            raise VariantError(f"deepcache: expected {cls.allowed()}, got {value!r}")
+            raise VariantError(f"expected {cls.allowed()}, got {value!r}")
         unknown = sorted(set(value) - {"interval", "branch"})
         if unknown:
-            raise VariantError(f"deepcache: unknown keys {unknown}; expected {cls.allowed()}")
-        parsed = {
-            "interval": value.get("interval", UPSTREAM_DEFAULT["interval"]),
-            "branch": value.get("branch", 0),
-        }
+            raise VariantError(f"unknown keys {unknown}; expected {cls.allowed()}")
+        parsed = {"interval": value.get("interval", UPSTREAM_DEFAULT["interval"]), "branch": value.get("branch", 0)}
         for key, low in (("interval", 1), ("branch", 0)):
             if not isinstance(parsed[key], int) or isinstance(parsed[key], bool) or parsed[key] < low:
-                raise VariantError(f"deepcache: {key} must be an integer >= {low}, got {parsed[key]!r}")
-        return parsed
+                raise VariantError(f"{key} must be an integer >= {low}, got {parsed[key]!r}")
+        return f"interval={parsed['interval']},branch={parsed['branch']}"
 
     @classmethod
     def allowed(cls) -> str:
         return (
-            "'off', 'upstream-default' (interval 3, branch 0), an interval N, "
+            "'off', 'upstream-default' (interval 3, branch 0), an interval N, 'interval=N,branch=B' "
             "or {interval: N >= 1, branch: B >= 0 (< number of U-Net levels)}"
         )
 
-    @property
-    def is_noop(self) -> bool:
-        return self.value == "off"
+    @staticmethod
+    def spec(value: str) -> dict[str, int]:
+        """{'interval': N, 'branch': B} of a canonical value other than 'off'."""
+        return {key: int(number) for key, number in _parse_pairs(value, "").items()}
 
-    @property
-    def lossless(self) -> bool:
-        # interval 1 refreshes the cache on every call: the full U-Net always runs.
-        return self.is_noop or self.value["interval"] == 1
+    @classmethod
+    def lossless_change(cls, old: str, new: str) -> bool:
+        # interval 1 refreshes the cache on every call: the full U-Net always runs, as with 'off'.
+        def full(value: str) -> bool:
+            return value == "off" or cls.spec(value)["interval"] == 1
 
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        if self.is_noop:
-            return
-        wrapper = DeepCacheUNet(pipeline.unet, **self.value)
-        pipeline.unet = wrapper
-        pipeline.segment_hooks.append(wrapper.reset)
+        return old == new or (full(old) and full(new))
+
+    def transforms(self) -> list[Transform]:
+        if self.value == "off":
+            return []
+        spec = self.spec(self.value)
+
+        def wrap(unet: nn.Module, _pipeline: LipsyncPipeline) -> DeepCacheUNet:
+            return DeepCacheUNet(unet, **spec)
+
+        def reset_each_segment(hooks: list, pipeline: LipsyncPipeline) -> list:
+            return [*hooks, pipeline.unet.reset]
+
+        label = f"deepcache={self.value}"
+        return [Transform("unet", label, wrap), Transform("segment_hooks", label, reset_each_segment)]
+
+
+def _parse_pairs(text: str, allowed: str) -> dict[str, Any]:
+    """'interval=3,branch=0' -> {'interval': 3, 'branch': 0}."""
+    pairs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, number = part.partition("=")
+        if not sep:
+            raise VariantError(f"expected {allowed}, got {text!r}")
+        try:
+            pairs[key.strip()] = int(number)
+        except ValueError:
+            raise VariantError(f"{key.strip()} must be an integer, got {number.strip()!r}") from None
+    return pairs
 
 
 class DeepCacheUNet(nn.Module):

@@ -2,15 +2,13 @@
 
 from typing import Any
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Detector(FieldVariant):
+class Detector(Variant):
     family = "detector"
     summary = "face detector used for alignment"
     field_name = "detector"
-    choices = ("mediapipe", "buffalo_l", "buffalo_s")
-    baseline = "mediapipe"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "mediapipe":

@@ -2,15 +2,13 @@
 
 from typing import Any
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Precision(FieldVariant):
+class Precision(Variant):
     family = "precision"
     summary = "U-Net and VAE dtype"
     field_name = "dtype"
-    choices = ("fp32", "fp16", "bf16")
-    baseline = "fp32"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "fp16" and env.get("device_type") == "cpu":

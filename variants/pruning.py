@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from variants.base import Variant, VariantError
+from variants.base import Transform, Variant, VariantError
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -40,87 +40,83 @@ ALIGN = 8
 class Pruning(Variant):
     family = "pruning"
     summary = "structured U-Net pruning: inner channels by magnitude, motion modules, or named blocks"
+    field_name = "pruning"
+    order = 20  # slices float weights: before quantization, DeepCache and compile
 
     @classmethod
-    def parse(cls, value: Any) -> str | dict[str, Any]:
+    def normalize(cls, value: Any) -> str:
+        """The canonical text 'none', 'channels:R', 'drop-motion' or 'drop-blocks:NAME,NAME' from YAML's forms."""
         if value is None or value is False or value in ("none", "off"):
             return "none"
         if isinstance(value, str):
             method, _, arg = value.partition(":")
-            value = {"method": method.strip()}
-            if arg and method.strip() == "channels":
+            method, arg = method.strip(), arg.strip()
+            value = {"method": method}
+            if arg and method == "channels":
                 value["ratio"] = arg
-            elif arg and method.strip() == "drop-blocks":
+            elif arg and method == "drop-blocks":
                 value["blocks"] = arg.split(",")
             elif arg:
-                raise VariantError(
-                    f"pruning: {method!r} takes no argument, got {arg!r}; expected {cls.allowed()}"
-                )
+                raise VariantError(f"{method!r} takes no argument, got {arg!r}; expected {cls.allowed()}")
         if not isinstance(value, dict) or value.get("method") not in METHODS:
-            raise VariantError(f"pruning: expected {cls.allowed()}, got {value!r}")
+            raise VariantError(f"expected {cls.allowed()}, got {value!r}")
         method = value["method"]
         keys = {"channels": {"ratio"}, "drop-motion": set(), "drop-blocks": {"blocks"}}[method]
         unknown = sorted(set(value) - keys - {"method"})
         if unknown:
-            raise VariantError(f"pruning: {method} does not take {unknown}; expected {cls.allowed()}")
+            raise VariantError(f"{method} does not take {unknown}; expected {cls.allowed()}")
         if method == "channels":
-            try:
-                ratio = float(value.get("ratio", ""))
-            except (TypeError, ValueError):
-                ratio = math.nan
-            if not 0.0 < ratio < 1.0:
-                raise VariantError(f"pruning: channels needs a ratio in (0, 1), got {value.get('ratio')!r}")
-            return {"method": method, "ratio": ratio}
+            return f"channels:{_ratio(value.get('ratio'))}"
         if method == "drop-blocks":
-            blocks = value.get("blocks")
-            if (
-                not blocks
-                or not isinstance(blocks, list)
-                or not all(isinstance(b, str) and b.strip() for b in blocks)
-            ):
-                raise VariantError(
-                    f"pruning: drop-blocks needs a non-empty list of module names, got {blocks!r} "
-                    "(e.g. blocks: [up_blocks.3.motion_modules.2])"
-                )
-            return {"method": method, "blocks": [b.strip() for b in blocks]}
-        return {"method": method}
+            return f"drop-blocks:{','.join(_block_names(value.get('blocks')))}"
+        return method
 
     @classmethod
     def allowed(cls) -> str:
         return (
             "'none', 'channels:R' or {method: channels, ratio: R in (0, 1)}, 'drop-motion', or "
-            "{method: drop-blocks, blocks: [names of motion modules / transformers]}"
+            "'drop-blocks:NAME,NAME' or {method: drop-blocks, blocks: [names of motion modules / transformers]}"
         )
 
-    @property
-    def is_noop(self) -> bool:
-        return self.value == "none"
+    def transforms(self) -> list[Transform]:
+        if self.value == "none":
+            return []
+        method, _, arg = self.value.partition(":")
 
-    @property
-    def lossless(self) -> bool:
-        return self.is_noop
+        def prune(unet: nn.Module, _pipeline: LipsyncPipeline) -> nn.Module:
+            before = count_parameters(unet)
+            if method == "channels":
+                prune_inner_channels(unet, float(arg))
+            elif method == "drop-motion":
+                names = [name for name, module in unet.named_modules() if _is_motion_module(module)]
+                if not names:
+                    raise VariantError("pruning: drop-motion found no motion modules in the U-Net")
+                drop_blocks(unet, names)
+            else:
+                drop_blocks(unet, arg.split(","))
+            log.info("pruning %s: U-Net parameters %d -> %d", method, before, count_parameters(unet))
+            return unet
 
-    def describe(self) -> dict[str, Any]:
-        if self.is_noop:
-            return {"pruning": "none"}
-        return {f"pruning.{k}": ",".join(v) if isinstance(v, list) else v for k, v in self.value.items()}
+        return [Transform("unet", f"pruning={self.value}", prune)]
 
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        if self.is_noop:
-            return
-        unet = getattr(pipeline.unet, "unet", pipeline.unet)  # under a DeepCache wrapper: the U-Net itself
-        before = count_parameters(unet)
-        method = self.value["method"]
-        if method == "channels":
-            prune_inner_channels(unet, self.value["ratio"])
-        elif method == "drop-motion":
-            names = [name for name, module in unet.named_modules() if _is_motion_module(module)]
-            if not names:
-                raise VariantError("pruning: drop-motion found no motion modules in the U-Net")
-            drop_blocks(unet, names)
-        else:
-            drop_blocks(unet, self.value["blocks"])
-        log.info("pruning %s: U-Net parameters %d -> %d", method, before, count_parameters(unet))
+
+def _ratio(value: Any) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = math.nan
+    if not 0.0 < ratio < 1.0:
+        raise VariantError(f"channels needs a ratio in (0, 1), got {value!r}")
+    return ratio
+
+
+def _block_names(blocks: Any) -> list[str]:
+    if not blocks or not isinstance(blocks, list) or not all(isinstance(b, str) and b.strip() for b in blocks):
+        raise VariantError(
+            f"drop-blocks needs a non-empty list of module names, got {blocks!r} "
+            "(e.g. blocks: [up_blocks.3.motion_modules.2])"
+        )
+    return [b.strip() for b in blocks]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -273,7 +269,8 @@ def _check_plain(*layers: nn.Module) -> None:
         if type(layer) is not nn.Linear or type(layer.weight) is not nn.Parameter:
             raise VariantError(
                 f"pruning: cannot slice a {type(layer).__name__} with {type(layer.weight).__name__} weights; "
-                "prune before quantizing (list pruning before quantization in the sweep)"
+                "pruning needs the float weights of a U-Net that nothing has quantized yet (the harness prunes "
+                "before it quantizes, whatever order the settings are given in)"
             )
 
 

@@ -1,8 +1,8 @@
 """Weight quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4, torchao int8 weight-only or fp8.
 
 Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
-embedding); convolutions and norms keep their dtype. Quantization happens in place on the U-Net's modules, so
-it also reaches a U-Net already wrapped by another variant (DeepCache).
+embedding); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
+before DeepCache and compile in the transform order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from variants.base import ChoiceVariant, VariantError
+from variants.base import ChoiceVariant, Transform, VariantError
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -32,15 +32,13 @@ INT8_OUTLIER_THRESHOLD = 6.0
 class Quantization(ChoiceVariant):
     family = "quantization"
     summary = "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8)"
+    field_name = "quantization"
     choices = METHODS
     aliases = {"off": "none", "false": "none", "0": "none"}
-
-    @property
-    def lossless(self) -> bool:
-        return self.is_noop
+    order = 30
 
     def is_available(self, env: dict[str, Any]) -> str | None:
-        if self.is_noop:
+        if self.value == "none":
             return None
         device_type = env.get("device_type") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.value.startswith("bnb-"):
@@ -57,15 +55,19 @@ class Quantization(ChoiceVariant):
             return "torchao is not installed; pip install torchao (or the project's [quant] extra)"
         return None
 
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        if self.is_noop:
-            return
-        count = quantize_linears(pipeline.unet, self.value, pipeline.device, pipeline.dtype)
-        if count == 0:
-            raise VariantError(
-                f"quantization={self.value}: the U-Net has no nn.Linear layer it could quantize"
-            )
-        log.info("quantization=%s: quantized %d Linear layers of the U-Net", self.value, count)
+    def transforms(self) -> list[Transform]:
+        if self.value == "none":
+            return []
+        method = self.value
+
+        def quantize(unet: nn.Module, pipeline: LipsyncPipeline) -> nn.Module:
+            count = quantize_linears(unet, method, pipeline.device, pipeline.dtype)
+            if count == 0:
+                raise VariantError(f"quantization={method}: the U-Net has no nn.Linear layer it could quantize")
+            log.info("quantization=%s: quantized %d Linear layers of the U-Net", method, count)
+            return unet
+
+        return [Transform("unet", f"quantization={method}", quantize)]
 
 
 def quantize_linears(module: nn.Module, method: str, device: torch.device, dtype: torch.dtype) -> int:

@@ -1,12 +1,9 @@
 """Face resolution: 256 (LatentSync 1.5) or 512 (1.6)."""
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Resolution(FieldVariant):
+class Resolution(Variant):
     family = "resolution"
     summary = "aligned face size in pixels"
     field_name = "resolution"
-    value_type = int
-    choices = (256, 512)
-    baseline = 256

@@ -1,11 +1,9 @@
 """Sampler: DDIM (reference) or DPM-Solver++ from diffusers, its state reset for every 16-frame segment."""
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Scheduler(FieldVariant):
+class Scheduler(Variant):
     family = "scheduler"
     summary = "diffusion sampler"
     field_name = "scheduler"
-    choices = ("ddim", "dpm++")
-    baseline = "ddim"

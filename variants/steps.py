@@ -1,12 +1,9 @@
 """Number of denoising steps."""
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Steps(FieldVariant):
+class Steps(Variant):
     family = "steps"
     summary = "denoising steps per segment (reference: 20)"
     field_name = "steps"
-    value_type = int
-    baseline = 20
-    minimum = 1

@@ -2,25 +2,19 @@
 
 from typing import Any
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Threading(FieldVariant):
+class Threading(Variant):
     family = "threading"
     summary = "serial (0) or a thread pool of N workers for detection, alignment and restore"
     field_name = "workers"
-    value_type = int
-    baseline = 0
-    minimum = 0
+    always_lossless = True  # the same per-frame work, in another order
 
     @classmethod
-    def parse(cls, value: Any) -> int:
-        return 0 if value in ("serial", "off", None) else super().parse(value)
+    def normalize(cls, value: Any) -> Any:
+        return 0 if value in ("serial", "off", None) else value
 
     @classmethod
     def allowed(cls) -> str:
         return "'serial' (= 0) or a worker count N >= 1"
-
-    @property
-    def lossless(self) -> bool:
-        return True

@@ -3,15 +3,13 @@
 from pathlib import Path
 from typing import Any
 
-from variants.base import FieldVariant
+from variants.base import Variant
 
 
-class Vae(FieldVariant):
+class Vae(Variant):
     family = "vae"
     summary = "autoencoder for encode/decode: full sd-vae-ft-mse or TAESD"
     field_name = "vae"
-    choices = ("full", "taesd")
-    baseline = "full"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value != "taesd":

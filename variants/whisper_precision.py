@@ -7,11 +7,11 @@ not int8 kernel speed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from variants.base import FieldVariant
+from variants.base import Transform, Variant
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
@@ -31,13 +31,18 @@ def fake_quantize_weights_(module: torch.nn.Module, bits: int = 8) -> int:
     return changed
 
 
-class WhisperPrecision(FieldVariant):
+class WhisperPrecision(Variant):
     family = "whisper-precision"
     summary = "audio encoder precision (int8 = weights rounded to 8 bits per channel)"
     field_name = "whisper_dtype"
-    choices = ("fp32", "fp16", "bf16", "int8")
-    baseline = "fp32"
+    order = 10  # the encoder is separate from the U-Net: first, before the U-Net's transforms
 
-    def apply(self, pipeline: LipsyncPipeline) -> None:
-        if self.value == "int8":
-            fake_quantize_weights_(pipeline.whisper.model, bits=8)
+    def transforms(self) -> list[Transform]:
+        if self.value != "int8":
+            return []  # the other dtypes take effect when the encoder loads
+
+        def round_weights(whisper: Any, _pipeline: LipsyncPipeline) -> Any:
+            fake_quantize_weights_(whisper.model, bits=8)
+            return whisper
+
+        return [Transform("whisper", "whisper-precision=int8", round_weights)]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 from harness.config import RunConfig
 from harness.pipeline.denoise import SegmentLatents, denoise
 from harness.pipeline.frames import FrameSource
+
+if TYPE_CHECKING:
+    from variants.base import Transform
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class LipsyncPipeline:
     dtype: torch.dtype
     weights: Any  # harness.models.weights.WeightSource
     segment_hooks: list[Callable[[], None]] = field(default_factory=list)  # run before each U-Net batch
+    applied: list[str] = field(default_factory=list)  # the transforms applied, in order ("unet:compile=...")
     _local: threading.local = field(default_factory=threading.local)
     # Built on first use and kept across runs: the mouth mask and the shared noise frame (per resolution);
     # the VAE sampling generator is reseeded by every run.
@@ -108,6 +112,16 @@ class LipsyncPipeline:
 
     @classmethod
     def load(cls, config: RunConfig) -> LipsyncPipeline:
+        """Load the models the config names, then apply the transforms its settings ask for, in order."""
+        from variants import transforms_for
+
+        pipeline = cls._load_models(config)
+        for transform in transforms_for(config):
+            pipeline.apply(transform)
+        return pipeline
+
+    @classmethod
+    def _load_models(cls, config: RunConfig) -> LipsyncPipeline:
         from harness.models import load_scheduler, load_unet, load_vae, load_whisper
         from harness.models.weights import resolve_weights
         from harness.pipeline.faces import load_detector
@@ -134,6 +148,12 @@ class LipsyncPipeline:
             dtype=dtype,
             weights=weights,
         )
+
+    def apply(self, transform: Transform) -> None:
+        """Replace one named component with what the transform makes of it (see variants.base.Transform)."""
+        attribute = "make_scheduler" if transform.component == "sampler" else transform.component
+        setattr(self, attribute, transform.apply(getattr(self, attribute), self))
+        self.applied.append(f"{transform.component}:{transform.label}")
 
     # -- per-thread detector: detectors keep state and are not shared between threads
     def _detector(self) -> Any:
