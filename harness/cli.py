@@ -64,7 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     video, audio = base.pop("video", "demo"), base.pop("audio", "demo")
     variants = dict(_parse_variant(v) for v in args.variant)
     trial = Trial(
-        name="run", variants=variants, base=base, video=video, audio=audio, repeats=0, profile=False, score=False
+        name="run",
+        variants=variants,
+        base=base,
+        video=video,
+        audio=audio,
+        repeats=0,
+        profile=False,
+        score=False,
     )
     trial = resolve_inputs(trial)
     trial.resolve()  # every setting checked before anything loads
@@ -75,7 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RuntimeError(result.error or result.reason)
     m = result.metrics
     if result.tags.get("weights.synthetic") == "true":
-        print(f"NOTE: weights are {result.tags['weights.source']!r} (random values): the output is not a real lip-sync")
+        print(
+            f"NOTE: weights are {result.tags['weights.source']!r} (random values): the output is not a real lip-sync"
+        )
     output = trial.resolve().out or run_dir / "output.mp4"
     print(f"\nwrote {output} ({m['frames']:.0f} frames, {m['output_s']:.2f} s at 25 fps, with audio)")
     if result.transforms:

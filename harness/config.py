@@ -43,33 +43,144 @@ def setting(default: Any, help: str, **kwargs: Any) -> Any:
 class RunConfig:
     """Everything one lip-sync run depends on. Variants adjust these fields before anything loads."""
 
-    video: str = setting("", "input video (any format PyAV reads; resampled to 25 fps); '' = the demo clip", group="inputs and outputs")
-    audio: str = setting("", "new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono); '' = the demo clip's", group="inputs and outputs")
-    out: str = setting("", "output mp4 (written to a temporary file, moved into place when complete); '' = <run folder>/output.mp4", group="inputs and outputs")
-    crf: int = setting(18, "H.264 quality of the output (reference: 18); 0 = lossless, for exact fidelity comparisons", group="inputs and outputs", minimum=0, maximum=51)
-    max_seconds: float = setting(0.0, "use only the first N seconds of the audio (0 = all of it)", group="inputs and outputs", minimum=0)
-    no_face: str = setting("error", "frames without a face: stop with an error naming the first one, or copy them through unchanged", group="inputs and outputs", choices=("error", "pass"))
-    weights: str = setting("auto", "checkpoint folder | synthetic | tiny | auto (./checkpoints if it holds latentsync_unet.pt, else tiny)", group="models")
-    vae_weights: str = setting("", "VAE folder or file (default: <weights>/vae or <weights>/sd-vae-ft-mse)", group="models")
-    detector: str = setting("mediapipe", "face detector", group="models", choices=("mediapipe", "buffalo_l", "buffalo_s"), family="detector")
-    detector_root: str = setting("", "InsightFace root holding models/<buffalo_x>/*.onnx (default: <weights>/auxiliary)", group="models")
-    resolution: int = setting(256, "face resolution: 256 (LatentSync 1.5) or 512 (1.6)", group="models", choices=(256, 512), family="resolution")
-    vae: str = setting("full", "autoencoder: full sd-vae-ft-mse, or TAESD (needs taesd_weights)", group="models", choices=("full", "taesd"), family="vae")
-    taesd_weights: str = setting("", "folder with the TAESD diffusers weights (for vae taesd)", group="models")
-    steps: int = setting(20, "denoising steps per segment (reference: 20)", group="sampling", minimum=1, family="steps")
-    guidance: float = setting(1.5, "classifier-free guidance scale on the audio; 1.0 = off", group="sampling", minimum=1.0, family="guidance")
-    scheduler: str = setting("ddim", "sampler: DDIM (reference) or DPM-Solver++", group="sampling", choices=("ddim", "dpm++"), family="scheduler")
+    video: str = setting(
+        "",
+        "input video (any format PyAV reads; resampled to 25 fps); '' = the demo clip",
+        group="inputs and outputs",
+    )
+    audio: str = setting(
+        "",
+        "new audio (wav/mp3/m4a or a video's track; resampled to 16 kHz mono); '' = the demo clip's",
+        group="inputs and outputs",
+    )
+    out: str = setting(
+        "",
+        "output mp4 (written to a temporary file, moved into place when complete); '' = <run folder>/output.mp4",
+        group="inputs and outputs",
+    )
+    crf: int = setting(
+        18,
+        "H.264 quality of the output (reference: 18); 0 = lossless, for exact fidelity comparisons",
+        group="inputs and outputs",
+        minimum=0,
+        maximum=51,
+    )
+    max_seconds: float = setting(
+        0.0,
+        "use only the first N seconds of the audio (0 = all of it)",
+        group="inputs and outputs",
+        minimum=0,
+    )
+    no_face: str = setting(
+        "error",
+        "frames without a face: stop with an error naming the first one, or copy them through unchanged",
+        group="inputs and outputs",
+        choices=("error", "pass"),
+    )
+    weights: str = setting(
+        "auto",
+        "checkpoint folder | synthetic | tiny | auto (./checkpoints if it holds latentsync_unet.pt, else tiny)",
+        group="models",
+    )
+    vae_weights: str = setting(
+        "", "VAE folder or file (default: <weights>/vae or <weights>/sd-vae-ft-mse)", group="models"
+    )
+    detector: str = setting(
+        "mediapipe",
+        "face detector",
+        group="models",
+        choices=("mediapipe", "buffalo_l", "buffalo_s"),
+        family="detector",
+    )
+    detector_root: str = setting(
+        "",
+        "InsightFace root holding models/<buffalo_x>/*.onnx (default: <weights>/auxiliary)",
+        group="models",
+    )
+    resolution: int = setting(
+        256,
+        "face resolution: 256 (LatentSync 1.5) or 512 (1.6)",
+        group="models",
+        choices=(256, 512),
+        family="resolution",
+    )
+    vae: str = setting(
+        "full",
+        "autoencoder: full sd-vae-ft-mse, or TAESD (needs taesd_weights)",
+        group="models",
+        choices=("full", "taesd"),
+        family="vae",
+    )
+    taesd_weights: str = setting(
+        "", "folder with the TAESD diffusers weights (for vae taesd)", group="models"
+    )
+    steps: int = setting(
+        20, "denoising steps per segment (reference: 20)", group="sampling", minimum=1, family="steps"
+    )
+    guidance: float = setting(
+        1.5,
+        "classifier-free guidance scale on the audio; 1.0 = off",
+        group="sampling",
+        minimum=1.0,
+        family="guidance",
+    )
+    scheduler: str = setting(
+        "ddim",
+        "sampler: DDIM (reference) or DPM-Solver++",
+        group="sampling",
+        choices=("ddim", "dpm++"),
+        family="scheduler",
+    )
     seed: int = setting(1247, "random seed (the shared noise frame and the VAE sampling)", group="sampling")
-    segment_frames: int = setting(16, "frames per segment (the U-Net's temporal window)", group="sampling", minimum=1)
+    segment_frames: int = setting(
+        16, "frames per segment (the U-Net's temporal window)", group="sampling", minimum=1
+    )
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", group="device")
-    dtype: str = setting("auto", "U-Net/VAE precision; auto = fp16 on GPUs of compute capability > 7, else fp32", group="device", choices=("auto", "fp32", "fp16", "bf16"), family="precision")
-    whisper_dtype: str = setting("fp32", "audio encoder precision; int8 = weights rounded to 8 bits per channel", group="device", choices=("fp32", "fp16", "bf16", "int8"), family="whisper-precision")
-    workers: int = setting(0, "threads for detection, alignment and restore (0 = serial)", group="device", minimum=0, family="threading")
-    segments_per_call: int = setting(1, "16-frame segments batched into one U-Net call", group="device", minimum=1, family="batch")
-    compile: str = setting("off", "torch.compile of the U-Net and VAE decoder in this mode, or CUDA graphs alone", group="model transforms", family="compile")
-    quantization: str = setting("none", "quantize the U-Net's Linear layers", group="model transforms", family="quantization")
-    pruning: str = setting("none", "structured U-Net pruning: channels:R, drop-motion or drop-blocks:NAME,NAME", group="model transforms", family="pruning")
-    deepcache: str = setting("off", "reuse deep U-Net features across steps: off, upstream-default or interval=N,branch=B", group="model transforms", family="deepcache")
+    dtype: str = setting(
+        "auto",
+        "U-Net/VAE precision; auto = fp16 on GPUs of compute capability > 7, else fp32",
+        group="device",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        family="precision",
+    )
+    whisper_dtype: str = setting(
+        "fp32",
+        "audio encoder precision; int8 = weights rounded to 8 bits per channel",
+        group="device",
+        choices=("fp32", "fp16", "bf16", "int8"),
+        family="whisper-precision",
+    )
+    workers: int = setting(
+        0,
+        "threads for detection, alignment and restore (0 = serial)",
+        group="device",
+        minimum=0,
+        family="threading",
+    )
+    segments_per_call: int = setting(
+        1, "16-frame segments batched into one U-Net call", group="device", minimum=1, family="batch"
+    )
+    compile: str = setting(
+        "off",
+        "torch.compile of the U-Net and VAE decoder in this mode, or CUDA graphs alone",
+        group="model transforms",
+        family="compile",
+    )
+    quantization: str = setting(
+        "none", "quantize the U-Net's Linear layers", group="model transforms", family="quantization"
+    )
+    pruning: str = setting(
+        "none",
+        "structured U-Net pruning: channels:R, drop-motion or drop-blocks:NAME,NAME",
+        group="model transforms",
+        family="pruning",
+    )
+    deepcache: str = setting(
+        "off",
+        "reuse deep U-Net features across steps: off, upstream-default or interval=N,branch=B",
+        group="model transforms",
+        family="deepcache",
+    )
 
     def validate(self) -> RunConfig:
         """Check every value against its declaration (raises ConfigError naming the field)."""

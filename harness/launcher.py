@@ -38,7 +38,9 @@ def run_in_subprocess(
         result = load_trial(folder).result
         if result.key == trial.key():
             return result
-    result = failed_result(trial, f"trial process ended ({code}) without a result", log_path.read_text()[-3000:])
+    result = failed_result(
+        trial, f"trial process ended ({code}) without a result", log_path.read_text()[-3000:]
+    )
     result.write(folder)
     return result
 

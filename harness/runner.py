@@ -44,7 +44,12 @@ def output_path(trial: Trial, folder: Path) -> Path:
 
 def failed_result(trial: Trial, error: str, details: str = "") -> TrialResult:
     return TrialResult(
-        trial=trial.name, status="failed", key=trial.key(), variants=trial.variants, error=error, traceback=details
+        trial=trial.name,
+        status="failed",
+        key=trial.key(),
+        variants=trial.variants,
+        error=error,
+        traceback=details,
     )
 
 
@@ -70,7 +75,9 @@ def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -
                 result.status, result.reason = "skipped", f"{variant.family}={variant.value}: {reason}"
                 return result
         output = output_path(trial, folder)
-        result.metrics, result.artifacts, weights_kind, result.transforms = _measure(trial, config, folder, output)
+        result.metrics, result.artifacts, weights_kind, result.transforms = _measure(
+            trial, config, folder, output
+        )
         result.tags["weights.source"] = weights_kind
         result.tags["weights.synthetic"] = str(weights_kind != "checkpoint").lower()
         if trial.score:
@@ -183,7 +190,9 @@ def _score(
 
 def _why_no_reference(baseline_output: Path | None) -> str:
     if baseline_output is None:
-        return "the baseline trial has no output to compare with (it failed, was skipped or is not in this run)"
+        return (
+            "the baseline trial has no output to compare with (it failed, was skipped or is not in this run)"
+        )
     return f"the baseline's output {baseline_output} no longer exists"
 
 

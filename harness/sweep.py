@@ -191,7 +191,9 @@ def _check_score_options(options: dict, at: _Locator) -> dict:
     checked = dict(options)
     for key, value in options.items():
         if key not in SCORE_OPTIONS:
-            raise at.fail(f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key)
+            raise at.fail(
+                f"unknown score option {key!r}; known: {', '.join(SCORE_OPTIONS)}", "score_options", key
+            )
         if key == "lpips_weights":
             if not isinstance(value, list) or len(value) != 2:
                 raise at.fail(
@@ -320,7 +322,12 @@ def run_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         out_dir / "sweep.json",
-        {"name": sweep.name, "file": str(sweep.path), "baseline": sweep.baseline, "experiment": sweep.experiment},
+        {
+            "name": sweep.name,
+            "file": str(sweep.path),
+            "baseline": sweep.baseline,
+            "experiment": sweep.experiment,
+        },
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
     baseline_outputs: dict[str, Path] = {}
@@ -345,7 +352,9 @@ def run_sweep(
             output.unlink(missing_ok=True)
     table = collect_results(out_dir)
     write_table(table, out_dir)
-    if draw_if_available(lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)):
+    if draw_if_available(
+        lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
+    ):
         log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
     if log_mlflow:
         from harness.tracking import log_sweep

@@ -39,4 +39,6 @@ def fidelity_verdict(
             "failed",
             f"lossless, but its output is {psnr_db:.2f} dB PSNR from the baseline's (gate: {threshold_db:.1f} dB)",
         )
-    return Verdict("passed", f"lossless; {psnr_db:.2f} dB PSNR from the baseline (gate: {threshold_db:.1f} dB)")
+    return Verdict(
+        "passed", f"lossless; {psnr_db:.2f} dB PSNR from the baseline (gate: {threshold_db:.1f} dB)"
+    )

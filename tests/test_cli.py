@@ -72,3 +72,40 @@ def test_score_prints_json_scores_and_says_why_others_are_missing(tmp_path, caps
     assert scores["ssim"] == pytest.approx(1.0) and "sync_av_offset_frames" in scores
     assert "lse_c: not computed" in captured.err and "syncnet" in captured.err.lower()
     assert scores["psnr_outside_mouth_db"] == 100.0 and scores["mouth_sharpness_ratio"] == pytest.approx(1.0)
+
+
+def test_run_takes_settings_from_a_config_file_through_the_trial_path(tmp_path, capsys):
+    """whisper_dtype: int8 in a --config file used to run fp32 without a word: the rounding lived only in the
+    variant. Now the setting owns its transform, and `harness run` records it like any sweep trial."""
+    import json
+
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"weights": "tiny", "device": "cpu", "steps": 1, "max_seconds": 0.64, "whisper_dtype": "int8"}
+        )
+    )
+    assert (
+        main(["run", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--variant", "deepcache=2"])
+        == 0
+    )
+    assert (
+        "transforms applied, in order: whisper:whisper-precision=int8, unet:deepcache"
+        in capsys.readouterr().out
+    )
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "ok" and result["transforms"][0] == "whisper:whisper-precision=int8"
+    assert result["params"] == {
+        "variant.deepcache": "interval=2,branch=0"
+    }  # the config is in config.json only
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["whisper_dtype"] == "int8" and saved["deepcache"] == "interval=2,branch=0"
+    assert (tmp_path / "run" / "output.mp4").exists()
+
+
+def test_run_rejects_a_bad_setting_before_loading_anything(tmp_path, capsys):
+    assert main(["run", "--detector", "retinaface", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "detector must be one of mediapipe, buffalo_l, buffalo_s" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -30,7 +30,9 @@ def test_bad_values_name_the_field():
 
 def test_detector_outside_its_declared_choices_is_rejected():
     # retinaface passed validate() when the allowed detectors were listed in two places
-    with pytest.raises(ConfigError, match="detector must be one of mediapipe, buffalo_l, buffalo_s; got 'retinaface'"):
+    with pytest.raises(
+        ConfigError, match="detector must be one of mediapipe, buffalo_l, buffalo_s; got 'retinaface'"
+    ):
         resolve({"detector": "retinaface"})
     with pytest.raises(ConfigError, match="detector must be one of"):
         RunConfig(detector="retinaface").validate()

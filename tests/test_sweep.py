@@ -157,3 +157,43 @@ def test_lpips_weights_are_a_pair_of_existing_files(tmp_path):
         SweepError, match=r"s.yaml:3: score option lpips_weights: file not found: .*heads.pth"
     ):
         load_sweep(_write(tmp_path, text.format([str(tmp_path / "alex.pth"), str(tmp_path / "heads.pth")])))
+
+
+def test_baseline_video_outlives_the_comparisons_and_an_unchecked_gate_says_so(tmp_path):
+    """keep_video: false used to delete the baseline's output before the other trials were compared with it,
+    and every trial then logged a passed gate although nothing was compared."""
+    import pandas as pd
+
+    from harness.sweep import run_sweep
+
+    text = """
+        name: t
+        base: {weights: tiny, steps: 1, device: cpu, max_seconds: 0.64, crf: 0}
+        keep_video: false
+        repeats: 0
+        profile: false
+        trials:
+          - name: baseline
+          - name: threads2
+            variants: {threading: 2}
+        """
+    results = run_sweep(load_sweep(_write(tmp_path, text)), tmp_path / "out", inline=True, log_mlflow=False)
+    assert [r.status for r in results] == ["ok", "ok"]
+    threads = results[1]
+    assert threads.metrics["psnr_db"] > 45 and threads.tags["fidelity_gate"] == "passed"
+    assert threads.metrics["fidelity_gate_failed"] == 0
+    assert not list((tmp_path / "out").rglob("output.mp4"))  # every video removed once compared
+
+    # A trial added later finds the baseline finished but its video gone: its gate is "not checked".
+    more = text + "  - name: batch2\n            variants: {batch: 2}\n"
+    results = run_sweep(load_sweep(_write(tmp_path, more)), tmp_path / "out", inline=True, log_mlflow=False)
+    batch = next(r for r in results if r.trial == "batch2")
+    assert (
+        batch.tags["fidelity_gate"] == "not checked"
+        and "no longer exists" in batch.tags["fidelity_gate_reason"]
+    )
+    assert "fidelity_gate_failed" not in batch.metrics and "psnr_db" not in batch.metrics
+    table = pd.read_csv(tmp_path / "out" / "results.csv").set_index("trial")
+    assert table.loc["batch2", "fidelity_gate"] == "not checked" and pd.isna(
+        table.loc["batch2", "fidelity_gate_failed"]
+    )

@@ -36,8 +36,12 @@ def configured(family, value):
 def test_field_variants_set_their_field(family, value, field, expected, lossless):
     variant, config = configured(family, value)
     assert variant.field_name == field and getattr(config, field) == expected
-    assert config.changes_from(BASE) == ({} if getattr(BASE, field) == expected else {field: (getattr(BASE, field), expected)})
-    assert variant.lossless_change(getattr(BASE, field), expected) is (lossless or getattr(BASE, field) == expected)
+    assert config.changes_from(BASE) == (
+        {} if getattr(BASE, field) == expected else {field: (getattr(BASE, field), expected)}
+    )
+    assert variant.lossless_change(getattr(BASE, field), expected) is (
+        lossless or getattr(BASE, field) == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,9 @@ def test_choice_families_accept_yaml_spellings(family, value, expected, noop):
     assert variant.is_noop(RunConfig()) is noop
 
 
-@pytest.mark.parametrize("family, value", [("compile", "fast"), ("quantization", {"bits": 4}), ("compile", 2)])
+@pytest.mark.parametrize(
+    "family, value", [("compile", "fast"), ("quantization", {"bits": 4}), ("compile", 2)]
+)
 def test_choice_families_reject_other_values(family, value):
     with pytest.raises(VariantError, match=f"{family}: expected one of"):
         VARIANTS.get(family)(value)

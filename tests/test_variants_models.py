@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from harness.models.unet import LatentSyncUNet, load_unet
-from harness.pipeline.lipsync import LipsyncPipeline
 from harness.models.unet_config import UNetConfig
+from harness.pipeline.lipsync import LipsyncPipeline
 from variants.base import VariantError
 from variants.compile import Compile
 from variants.deepcache import DeepCache, DeepCacheUNet
@@ -166,7 +166,9 @@ def test_pruning_rejects_bad_values(value):
 
 
 def test_pruning_describes_itself_as_one_tracking_value():
-    assert Pruning({"method": "drop-blocks", "blocks": ["a", "b"]}).describe() == {"pruning": "drop-blocks:a,b"}
+    assert Pruning({"method": "drop-blocks", "blocks": ["a", "b"]}).describe() == {
+        "pruning": "drop-blocks:a,b"
+    }
 
 
 def test_channel_pruning_shrinks_inner_dims_and_keeps_the_io(unet):
@@ -270,7 +272,9 @@ def test_channel_pruning_of_a_quantized_unet_explains_the_order(unet):
     pytest.importorskip("torchao")
     pipeline = _pipeline(unet)
     _apply(Quantization("torchao-int8wo"), pipeline)
-    with pytest.raises(VariantError, match="prunes before it quantizes, whatever order the settings are given"):
+    with pytest.raises(
+        VariantError, match="prunes before it quantizes, whatever order the settings are given"
+    ):
         _apply(Pruning("channels:0.25"), pipeline)
     assert Pruning.order < Quantization.order < DeepCache.order < Compile.order
 

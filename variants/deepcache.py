@@ -53,7 +53,10 @@ class DeepCache(Variant):
         unknown = sorted(set(value) - {"interval", "branch"})
         if unknown:
             raise VariantError(f"unknown keys {unknown}; expected {cls.allowed()}")
-        parsed = {"interval": value.get("interval", UPSTREAM_DEFAULT["interval"]), "branch": value.get("branch", 0)}
+        parsed = {
+            "interval": value.get("interval", UPSTREAM_DEFAULT["interval"]),
+            "branch": value.get("branch", 0),
+        }
         for key, low in (("interval", 1), ("branch", 0)):
             if not isinstance(parsed[key], int) or isinstance(parsed[key], bool) or parsed[key] < low:
                 raise VariantError(f"{key} must be an integer >= {low}, got {parsed[key]!r}")
@@ -118,7 +121,15 @@ class DeepCacheUNet(nn.Module):
         super().__init__()
         missing = [
             n
-            for n in ("stem", "down_blocks", "mid_block", "up_blocks", "run_down_blocks", "run_up_blocks", "head")
+            for n in (
+                "stem",
+                "down_blocks",
+                "mid_block",
+                "up_blocks",
+                "run_down_blocks",
+                "run_up_blocks",
+                "head",
+            )
             if not hasattr(unet, n)
         ]
         if missing:

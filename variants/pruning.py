@@ -111,7 +111,11 @@ def _ratio(value: Any) -> float:
 
 
 def _block_names(blocks: Any) -> list[str]:
-    if not blocks or not isinstance(blocks, list) or not all(isinstance(b, str) and b.strip() for b in blocks):
+    if (
+        not blocks
+        or not isinstance(blocks, list)
+        or not all(isinstance(b, str) and b.strip() for b in blocks)
+    ):
         raise VariantError(
             f"drop-blocks needs a non-empty list of module names, got {blocks!r} "
             "(e.g. blocks: [up_blocks.3.motion_modules.2])"

@@ -63,7 +63,9 @@ class Quantization(ChoiceVariant):
         def quantize(unet: nn.Module, pipeline: LipsyncPipeline) -> nn.Module:
             count = quantize_linears(unet, method, pipeline.device, pipeline.dtype)
             if count == 0:
-                raise VariantError(f"quantization={method}: the U-Net has no nn.Linear layer it could quantize")
+                raise VariantError(
+                    f"quantization={method}: the U-Net has no nn.Linear layer it could quantize"
+                )
             log.info("quantization=%s: quantized %d Linear layers of the U-Net", method, count)
             return unet
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -108,21 +110,23 @@ class UNetConfig:
         return self.attention_head_dim[block]
 
     def validate(self, where: str = "U-Net config") -> None:
-        def fail(message: str) -> None:
-            raise UNetConfigError(f"{where}: {message}")
+        problem = next(chain(self._block_problems(), self._layer_problems()), None)
+        if problem:
+            raise UNetConfigError(f"{where}: {problem}")
 
+    def _block_problems(self) -> Iterator[str]:
         levels = len(self.block_out_channels)
         if len(self.down_block_types) != levels or len(self.up_block_types) != levels:
-            fail(
+            yield (
                 f"down_block_types ({len(self.down_block_types)}) and up_block_types "
                 f"({len(self.up_block_types)}) must each have one entry per block_out_channels ({levels})"
             )
         for name in self.down_block_types:
             if name not in DOWN_BLOCK_TYPES:
-                fail(f"down block type {name!r} is not supported (supported: {DOWN_BLOCK_TYPES})")
+                yield f"down block type {name!r} is not supported (supported: {DOWN_BLOCK_TYPES})"
         for name in self.up_block_types:
             if name not in UP_BLOCK_TYPES:
-                fail(f"up block type {name!r} is not supported (supported: {UP_BLOCK_TYPES})")
+                yield f"up block type {name!r} is not supported (supported: {UP_BLOCK_TYPES})"
         supported = {
             "mid_block_type": "UNetMidBlock3DCrossAttn",
             "act_fn": "silu",
@@ -131,19 +135,22 @@ class UNetConfig:
         }
         for key, value in supported.items():
             if getattr(self, key) != value:
-                fail(f"{key}={getattr(self, key)!r} is not supported (only {value!r})")
+                yield f"{key}={getattr(self, key)!r} is not supported (only {value!r})"
+
+    def _layer_problems(self) -> Iterator[str]:
+        levels = len(self.block_out_channels)
         if not isinstance(self.attention_head_dim, int) and len(self.attention_head_dim) != levels:
-            fail(f"attention_head_dim needs one entry per block ({levels}), got {self.attention_head_dim}")
+            yield f"attention_head_dim needs one entry per block ({levels}), got {self.attention_head_dim}"
+            return
         for i, channels in enumerate(self.block_out_channels):
             if channels % self.norm_num_groups or channels % self.heads(i):
-                fail(
+                yield (
                     f"block_out_channels[{i}]={channels} must be divisible by norm_num_groups "
                     f"({self.norm_num_groups}) and by the head count ({self.heads(i)})"
                 )
-        motion = self.motion_module_kwargs
-        bad_types = [t for t in motion.attention_block_types if t != "Temporal_Self"]
+        bad_types = [t for t in self.motion_module_kwargs.attention_block_types if t != "Temporal_Self"]
         if bad_types:
-            fail(f"motion attention_block_types {bad_types} are not supported (only 'Temporal_Self')")
+            yield f"motion attention_block_types {bad_types} are not supported (only 'Temporal_Self')"
 
 
 def _as_tuple(value: Any) -> Any:
