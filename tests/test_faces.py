@@ -187,6 +187,7 @@ def _image_landmarks() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def stand_in_root(tmp_path_factory):
+    pytest.importorskip("insightface", reason="pip install --no-deps insightface (README)")
     root = tmp_path_factory.mktemp("insightface")
     folder = root / "models" / "buffalo_l"
     folder.mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 from harness.cli import main
 from harness.pipeline.media import VideoWriter, iter_frames, probe, read_audio
 
-FAST = ["--weights", "tiny", "--steps", "2", "--resolution", "256", "--device", "cpu"]
+FAST = ["--weights", "tiny", "--steps", "1", "--resolution", "256", "--device", "cpu"]
 
 
 def _run(tmp_path, *args):
@@ -26,7 +26,7 @@ def _assert_matches_audio(out, seconds):
     assert len(read_audio(out)) / 16000 == pytest.approx(seconds, abs=0.05)
 
 
-def test_demo_clip_two_seconds(shared_dir, tmp_path):
+def test_demo_clip_one_second(shared_dir, tmp_path):
     demo = shared_dir / "data" / "latentsync-demo"
     out = tmp_path / "out.mp4"
     code = _run(
@@ -38,12 +38,12 @@ def test_demo_clip_two_seconds(shared_dir, tmp_path):
         "--out",
         out,
         "--max-seconds",
-        2,
+        1,
     )
     assert code == 0
-    _assert_matches_audio(out, 2.0)
+    _assert_matches_audio(out, 1.0)  # 25 frames: a full segment and a short one
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["weights"] == "tiny" and config["max_seconds"] == 2.0
+    assert config["weights"] == "tiny" and config["max_seconds"] == 1.0
     frames = list(iter_frames(out))
     source = list(iter_frames(demo / "demo1_video.mp4"))[: len(frames)]
     # the frame changes around the mouth and stays (nearly) the same far from the face
@@ -133,7 +133,7 @@ print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)
 def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
     demo = shared_dir / "data" / "latentsync-demo"
     peaks = []
-    for seconds in (2, 4):
+    for seconds in (1.28, 2.56):
         proc = subprocess.run(
             [
                 sys.executable,
@@ -141,8 +141,8 @@ def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
                 PEAK_RSS,
                 "run",
                 *FAST,
-                "--steps",
-                "1",
+                "--guidance",
+                "1.0",
                 "--video",
                 demo / "demo1_video.mp4",
                 "--audio",
@@ -161,5 +161,5 @@ def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
         line = next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_KB"))
         assert line.endswith(" 0")
         peaks.append(int(line.split()[1]))
-    # 50 more 1080x1920 frames would be +310 MB if the video were held whole
-    assert peaks[1] < 1.3 * peaks[0], peaks
+    # 32 more 1080x1920 frames would be +199 MB if the video were held whole
+    assert peaks[1] - peaks[0] < 100 * 1024, peaks

@@ -105,10 +105,12 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
           - {name: face, video: face.mp4, audio: a.wav}
         score: false
         torch_trace: true
+        repeats: 0
+        profile: false
         """,
         )
     )
-    results = run_sweep(sweep, tmp_path / "out", inline=True, log_mlflow=False)
+    results = run_sweep(sweep, tmp_path / "out", log_mlflow=False)  # a fresh process per trial
     by_input = {r.trial.split("/")[0]: r for r in results}
     assert by_input["faceless"].status == "failed"
     assert "no face found in frame 0" in by_input["faceless"].error

@@ -1,0 +1,34 @@
+"""The environment the README's install makes: one OpenCV, with what the harness's code calls."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cv2_names_used() -> set[str]:
+    names: set[str] = set()
+    for folder in ("harness", "metrics", "variants", "reports"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r"\bcv2\.([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    return names
+
+
+def test_the_cv2_in_use_has_everything_the_code_calls():
+    used = _cv2_names_used()
+    assert {"warpAffine", "resize", "getRotationMatrix2D"} <= used  # the scan finds the calls
+    missing = sorted(name for name in used if not hasattr(cv2, name))
+    assert not missing, f"cv2 {cv2.__version__} at {cv2.__file__} lacks {missing}"
+
+
+def test_one_distribution_provides_cv2():
+    providers = sorted(set(metadata.packages_distributions().get("cv2", [])))
+    assert len(providers) == 1, (
+        f"{providers} all install the cv2 package and overwrite each other's files; keep one "
+        "(README, Set up: InsightFace goes in with --no-deps)"
+    )
