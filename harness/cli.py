@@ -22,7 +22,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
     defaults = RunConfig()
     p.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict[str, Any] = {}
     for name, decl in settings().items():
         if not decl.cli:
             continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -308,7 +307,3 @@ def resolve(*layers: dict[str, Any], where: tuple[str, ...] = ()) -> RunConfig:
                 raise unknown_key_error(key, known, source)
             values[key] = coerce(key, value, source)
     return RunConfig(**values).validate()
-
-
-def load_json(path: Path) -> RunConfig:
-    return resolve(json.loads(Path(path).read_text()), where=(str(path),))

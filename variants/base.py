@@ -83,12 +83,6 @@ class Variant:
         return generic_allowed(cls.field_name)
 
     @classmethod
-    def default(cls) -> Any:
-        from harness.config import RunConfig
-
-        return getattr(RunConfig(), cls.field_name)
-
-    @classmethod
     def lossless_change(cls, old: Any, new: Any) -> bool:
         """True when changing the setting from `old` to `new` keeps the output within float tolerance."""
         return cls.always_lossless or old == new
