@@ -30,5 +30,6 @@ def test_one_distribution_provides_cv2():
     providers = sorted(set(metadata.packages_distributions().get("cv2", [])))
     assert len(providers) == 1, (
         f"{providers} all install the cv2 package and overwrite each other's files; keep one "
-        "(README, Set up: InsightFace goes in with --no-deps)"
+        "(README, Set up: InsightFace goes in with --no-deps; to repair: pip uninstall -y opencv-python "
+        "opencv-python-headless opencv-contrib-python && pip install --force-reinstall --no-deps opencv-contrib-python)"
     )

@@ -133,7 +133,7 @@ print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)
 def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
     demo = shared_dir / "data" / "latentsync-demo"
     peaks = []
-    for seconds in (1.28, 2.56):
+    for seconds in (2, 4):
         proc = subprocess.run(
             [
                 sys.executable,
@@ -161,5 +161,5 @@ def test_host_memory_stays_bounded_on_a_longer_clip(shared_dir, tmp_path):
         line = next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_KB"))
         assert line.endswith(" 0")
         peaks.append(int(line.split()[1]))
-    # 32 more 1080x1920 frames would be +199 MB if the video were held whole
-    assert peaks[1] - peaks[0] < 100 * 1024, peaks
+    # 50 more 1080x1920 frames would be +310 MB if the video were held whole
+    assert peaks[1] < 1.3 * peaks[0], peaks

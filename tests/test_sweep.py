@@ -110,7 +110,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
         """,
         )
     )
-    results = run_sweep(sweep, tmp_path / "out", log_mlflow=False)  # a fresh process per trial
+    results = run_sweep(sweep, tmp_path / "out", inline=True, log_mlflow=False)
     by_input = {r.trial.split("/")[0]: r for r in results}
     assert by_input["faceless"].status == "failed"
     assert "no face found in frame 0" in by_input["faceless"].error
@@ -120,6 +120,15 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     table = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in table and "ok" in table
     assert json.loads((folder / "config.json").read_text())["steps"] == 1
+
+    # The same failing trial in a fresh process (how sweeps run by default): its result comes back through
+    # result.json, with the process's log kept beside it.
+    from harness.launcher import run_in_subprocess
+
+    faceless = next(t for t in sweep.trials if t.name.startswith("faceless"))
+    result = run_in_subprocess(faceless, tmp_path / "fresh", baseline_output=None)
+    assert result.status == "failed" and "no face found in frame 0" in result.error
+    assert (tmp_path / "fresh" / "trial.log").exists() and (tmp_path / "fresh" / "result.json").exists()
 
 
 def test_set_overrides_keys_and_base_fields_and_only_picks_trials(tmp_path):

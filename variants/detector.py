@@ -16,7 +16,7 @@ class Detector(Variant):
             return None
         if importlib.util.find_spec("insightface") is None:
             return (
-                "the buffalo detectors need InsightFace: pip install onnx && pip install --no-deps insightface "
+                "the buffalo detectors need InsightFace: pip install onnx && pip install --no-deps insightface>=1.0 "
                 "(--no-deps keeps one OpenCV; README, Set up)"
             )
         from harness.pipeline.faces import insightface_models_missing
