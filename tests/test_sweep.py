@@ -106,7 +106,6 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
         score: false
         torch_trace: true
         repeats: 0
-        profile: false
         """,
         )
     )
@@ -117,6 +116,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert by_input["face"].status == "ok"
     folder = tmp_path / "out" / "trials" / next((tmp_path / "out" / "trials").glob("face_baseline-*")).name
     assert (folder / "torch_trace.json").exists() and "torch_trace.json" in by_input["face"].artifacts
+    assert {"profile.prof", "profile_top30.txt"} <= set(by_input["face"].artifacts)
+    assert "cumtime" in (folder / "profile_top30.txt").read_text()
     table = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in table and "ok" in table
     assert json.loads((folder / "config.json").read_text())["steps"] == 1
