@@ -170,7 +170,9 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
     for name in VARIANTS.names():
         cls = VARIANTS.get(name)
-        print(f"{name:18s} {cls.summary}\n{'':18s} setting: {cls.field_name} (--{cls.field_name.replace('_', '-')})")
+        print(
+            f"{name:18s} {cls.summary}\n{'':18s} setting: {cls.field_name} (--{cls.field_name.replace('_', '-')})"
+        )
         print(f"{'':18s} values: {cls.allowed()}")
     return 0
 

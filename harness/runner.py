@@ -66,7 +66,11 @@ def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -
         config.write(folder / "config.json")
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
-        result.params = {f"variant.{k}": v for v in trial.build_variants() for k, v in v.describe().items()}
+        result.params = {
+            f"variant.{key}": value
+            for variant in trial.build_variants()
+            for key, value in variant.describe().items()
+        }
         result.tags = {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
         result.tags["lossless"] = str(trial.lossless).lower()
         for variant in active_variants(config):
