@@ -109,3 +109,15 @@ def test_run_rejects_a_bad_setting_before_loading_anything(tmp_path, capsys):
     assert main(["run", "--detector", "retinaface", "--run-dir", str(tmp_path / "run")]) == 2
     assert "detector must be one of mediapipe, buffalo_l, buffalo_s" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "variants"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader is gone before the first line, like `| head -0`
+    assert proc.wait(timeout=60) in (0, 1)
+    assert "Traceback" not in proc.stderr.read().decode()
