@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
     from harness.config import field_names
-    from harness.runner import STAGES, resolve_inputs, run_trial
+    from harness.runner import STAGES, output_path, resolve_inputs, run_trial
     from harness.trial import Trial
 
     from_yaml = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
@@ -74,8 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile=False,
         score=False,
     )
-    trial = resolve_inputs(trial)
-    trial.resolve()  # every setting checked before anything loads
+    config = resolve_inputs(trial).resolve()  # every setting checked before anything loads
     run_dir = Path(args.run_dir or Path("outputs") / "runs" / time.strftime("%Y%m%d-%H%M%S"))
     print(f"run folder: {run_dir} (config.json, result.json)")
     result = run_trial(trial, run_dir)
@@ -86,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"NOTE: weights are {result.tags['weights.source']!r} (random values): the output is not a real lip-sync"
         )
-    output = trial.resolve().out or run_dir / "output.mp4"
+    output = output_path(config, run_dir)
     print(f"\nwrote {output} ({m['frames']:.0f} frames, {m['output_s']:.2f} s at 25 fps, with audio)")
     if result.transforms:
         print("transforms applied, in order: " + ", ".join(result.transforms))

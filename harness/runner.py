@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.config import RunConfig
 from harness.results import TrialResult
 from harness.trial import Trial
 from reports.plots import draw_if_available, stage_times_plot
@@ -36,10 +37,9 @@ def resolve_inputs(trial: Trial) -> Trial:
     return trial
 
 
-def output_path(trial: Trial, folder: Path) -> Path:
-    """Where the trial's video goes: the configured `out`, else the trial folder."""
-    out = trial.resolve().out
-    return Path(out) if out else folder / OUTPUT_FILE
+def output_path(config: RunConfig, folder: Path) -> Path:
+    """Where a run's video goes: the configured `out`, else the trial folder."""
+    return Path(config.out) if config.out else folder / OUTPUT_FILE
 
 
 def failed_result(trial: Trial, error: str, details: str = "") -> TrialResult:
@@ -72,20 +72,21 @@ def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -
             for key, value in variant.describe().items()
         }
         result.tags = {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
-        result.tags["lossless"] = str(trial.lossless).lower()
+        lossless = trial.lossless
+        result.tags["lossless"] = str(lossless).lower()
         for variant in active_variants(config):
             reason = variant.is_available(env)
             if reason:
                 result.status, result.reason = "skipped", f"{variant.family}={variant.value}: {reason}"
                 return result
-        output = output_path(trial, folder)
+        output = output_path(config, folder)
         result.metrics, result.artifacts, weights_kind, result.transforms = _measure(
             trial, config, folder, output
         )
         result.tags["weights.source"] = weights_kind
         result.tags["weights.synthetic"] = str(weights_kind != "checkpoint").lower()
         if trial.score:
-            result.metrics.update(_score(trial, folder, output, baseline_output, result))
+            result.metrics.update(_score(trial, config, lossless, folder, output, baseline_output, result))
         if not trial.keep_video and not trial.is_baseline:
             # A baseline's video stays until the sweep has compared every trial with it.
             output.unlink(missing_ok=True)
@@ -160,14 +161,19 @@ def _measure(
 
 
 def _score(
-    trial: Trial, folder: Path, output: Path, baseline_output: Path | None, result: TrialResult
+    trial: Trial,
+    config: RunConfig,
+    lossless: bool,
+    folder: Path,
+    output: Path,
+    baseline_output: Path | None,
+    result: TrialResult,
 ) -> dict[str, float]:
     """Scores run after the timed section; their own time is logged apart as score_s. The fidelity gate's
     verdict goes to the `fidelity_gate` tag: passed, failed, not checked (with why) or not applicable."""
     from metrics.fidelity import fidelity_verdict
     from metrics.score import score_video
 
-    config = trial.resolve()
     reference = None
     if not trial.is_baseline and baseline_output is not None and baseline_output.exists():
         reference = baseline_output
@@ -184,7 +190,7 @@ def _score(
     scores["score_s"] = scored.score_s
     if not trial.is_baseline:
         missing = None if reference is not None else _why_no_reference(baseline_output)
-        verdict = fidelity_verdict(trial.lossless, scores.get("psnr_db"), missing_reference=missing)
+        verdict = fidelity_verdict(lossless, scores.get("psnr_db"), missing_reference=missing)
         result.tags["fidelity_gate"] = verdict.state
         result.tags["fidelity_gate_reason"] = verdict.reason
         if verdict.checked:

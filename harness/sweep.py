@@ -345,7 +345,7 @@ def run_sweep(
         else:
             result = run_in_subprocess(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
         if trial.is_baseline and result.status == "ok":
-            baseline_outputs[trial.input_name] = output_path(trial, folder)
+            baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
         results.append(result)
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
