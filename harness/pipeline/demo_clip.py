@@ -75,7 +75,8 @@ def ensure_demo_clip(folder: Path | None = None, seconds: float = 3.0) -> tuple[
             for frame in demo_frames(round(seconds * FPS)):
                 writer.write(frame)
     if not audio.exists():
-        partial = audio.with_suffix(".partial.wav")
+        # A name of its own per writer: two processes (test workers, parallel sweeps) may make it at once.
+        partial = audio.with_name(f".{audio.stem}.{os.getpid()}.partial.wav")
         wavfile.write(partial, SAMPLE_RATE, demo_audio(seconds))
         partial.replace(audio)
     return video, audio
