@@ -15,6 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+)
+
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it and where it came from."""
@@ -63,6 +67,17 @@ class RunConfig:
         group="inputs and outputs",
         minimum=0,
         maximum=51,
+    )
+    encoder_preset: str = setting(
+        "medium",
+        "libx264 preset of the output: faster presets keep up with more frames/s at the same crf "
+        "(reference: ffmpeg's default, medium)",
+        group="inputs and outputs",
+        choices=X264_PRESETS,
+        family="encoder-preset",
+    )
+    encoder_threads: int = setting(
+        0, "libx264 threads for the output (0 = libx264 picks from the cores)", group="inputs and outputs", minimum=0
     )
     max_seconds: float = setting(
         0.0,
@@ -156,6 +171,14 @@ class RunConfig:
         minimum=0,
         family="threading",
     )
+    execution: str = setting(
+        "serial",
+        "serial: stages one after another, as the reference; pipelined: read/detect/align and restore/write "
+        "run in threads beside the GPU stages, through bounded queues (same output frame for frame)",
+        group="device",
+        choices=("serial", "pipelined"),
+        family="execution",
+    )
     segments_per_call: int = setting(
         1, "16-frame segments batched into one U-Net call", group="device", minimum=1, family="batch"
     )
@@ -164,6 +187,26 @@ class RunConfig:
         "torch.compile of the U-Net and VAE decoder in this mode, or CUDA graphs alone",
         group="model transforms",
         family="compile",
+    )
+    compile_cache: str = setting(
+        "auto",
+        "folder for torch.compile's caches, shared by every run and trial that names it, so a sweep compiles a "
+        "model once (auto = ~/.cache/latentsync-harness/torch-compile; off = torch's own temporary folder)",
+        group="model transforms",
+    )
+    attention: str = setting(
+        "auto",
+        "scaled-dot-product attention kernel of the U-Net (auto = torch's choice)",
+        group="model transforms",
+        choices=("auto", "flash", "efficient", "cudnn", "math"),
+        family="attention",
+    )
+    channels_last: str = setting(
+        "off",
+        "channels-last memory layout for the U-Net's and VAE's convolutions",
+        group="model transforms",
+        choices=("off", "on"),
+        family="channels-last",
     )
     quantization: str = setting(
         "none", "quantize the U-Net's Linear layers", group="model transforms", family="quantization"

@@ -31,6 +31,10 @@ for _family, _target in {
     "whisper-precision": "variants.whisper_precision:WhisperPrecision",
     "compile": "variants.compile:Compile",
     "batch": "variants.batch:Batch",
+    "execution": "variants.execution:Execution",
+    "encoder-preset": "variants.encoder_preset:EncoderPreset",
+    "attention": "variants.attention:Attention",
+    "channels-last": "variants.channels_last:ChannelsLast",
 }.items():
     VARIANTS.register(_family, _target)
 

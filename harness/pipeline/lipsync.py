@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from harness.config import RunConfig
 from harness.pipeline.denoise import SegmentLatents, denoise
 from harness.pipeline.frames import FrameSource
+from harness.pipeline.overlap import run_overlapped
 
 if TYPE_CHECKING:
     from variants.base import Transform
@@ -206,32 +207,25 @@ class LipsyncPipeline:
         source = FrameSource(
             video, num_out, expected_frames=round(info.duration_s * FPS), spill_dir=Path(out).parent
         )
-        matrices = np.full((num_out, 2, 3), np.nan, dtype=np.float32)
-        no_face: list[int] = []
-        state = _AlignState()
-        pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="frames") if cfg.workers > 0 else None
-        writer = VideoWriter(out, fps=FPS, crf=cfg.crf)
+        stages = _RunStages(self, chunks, timer, num_out)
+        writer = VideoWriter(
+            out, fps=FPS, crf=cfg.crf, preset=cfg.encoder_preset, threads=cfg.encoder_threads
+        )
         try:
-            with writer, tqdm(total=num_out, desc="lip-sync", unit="frame", leave=False) as bar:
-                for group in self._segments(source, num_out, timer):
-                    for seg in group:
-                        bar.set_postfix_str("detect, align, encode")
-                        self._detect_and_align(seg, state, pool, timer)
-                        self._encode(seg, chunks, timer)
-                    bar.set_postfix_str(f"denoise ({cfg.steps} steps), decode")
-                    self._denoise(group, timer)
-                    bar.set_postfix_str("restore, write")
-                    for seg in group:
-                        matrices[seg.start : seg.start + len(seg.frames)] = seg.matrices
-                        no_face += [seg.start + int(i) for i in np.flatnonzero(~seg.has_face)]
-                        bar.update(len(seg.frames))
-                        self._restore_write(seg, writer, pool, timer)
+            with writer, tqdm(total=num_out, desc="lip-sync", unit="frame", leave=False) as stages.bar:
+                stages.writer = writer
+                groups = self._segments(source, num_out, timer)
+                if cfg.execution == "pipelined":
+                    run_overlapped(groups, stages.prepare, stages.on_gpu, stages.finish, device=self.device)
+                else:
+                    for group in groups:
+                        stages.finish(stages.on_gpu(stages.prepare(group)))
                 with timer.stage("write"):
                     writer.set_audio(samples[: int(num_out * SAMPLE_RATE / FPS)], SAMPLE_RATE)
         finally:
             source.close()
-            if pool is not None:
-                pool.shutdown()
+            stages.close()
+        matrices, no_face = stages.matrices, stages.no_face
         if no_face:
             log.warning(
                 "%d frame(s) had no face and were copied through unchanged (first: %d)",
@@ -390,6 +384,43 @@ class LipsyncPipeline:
         seg.frames = []
         seg.decoded = None
         seg.pixels = None
+
+
+class _RunStages:
+    """One run's three stage groups over segment groups: prepare (detect, align), on_gpu (encode, denoise,
+    decode), finish (restore, write). Run serially or overlapped, each sees the groups in order."""
+
+    def __init__(self, pipeline: LipsyncPipeline, chunks: torch.Tensor, timer: Any, num_out: int) -> None:
+        self.pipeline, self.chunks, self.timer = pipeline, chunks, timer
+        workers = pipeline.config.workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="frames") if workers > 0 else None
+        self.state = _AlignState()
+        self.matrices = np.full((num_out, 2, 3), np.nan, dtype=np.float32)
+        self.no_face: list[int] = []
+        self.bar: Any = None
+        self.writer: Any = None
+
+    def prepare(self, group: list[_Segment]) -> list[_Segment]:
+        for seg in group:
+            self.pipeline._detect_and_align(seg, self.state, self.pool, self.timer)
+        return group
+
+    def on_gpu(self, group: list[_Segment]) -> list[_Segment]:
+        for seg in group:
+            self.pipeline._encode(seg, self.chunks, self.timer)
+        self.pipeline._denoise(group, self.timer)
+        return group
+
+    def finish(self, group: list[_Segment]) -> None:
+        for seg in group:
+            self.matrices[seg.start : seg.start + len(seg.frames)] = seg.matrices
+            self.no_face.extend(seg.start + int(i) for i in np.flatnonzero(~seg.has_face))
+            self.bar.update(len(seg.frames))
+            self.pipeline._restore_write(seg, self.writer, self.pool, self.timer)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 @dataclass

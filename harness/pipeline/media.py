@@ -186,7 +186,8 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 
 
 class VideoWriter:
-    """Writes RGB uint8 frames as H.264 (libx264, yuv420p, crf) and muxes AAC audio on close.
+    """Writes RGB uint8 frames as H.264 (libx264, yuv420p, crf, preset; threads 0 = libx264's choice) and muxes
+    AAC audio on close.
 
     Use as a context manager; `write(frame)` one frame at a time, `set_audio(samples, rate)` any time before
     the block ends. The audio (mono float) is cut to the video's length. An odd width or height is padded to
@@ -195,10 +196,14 @@ class VideoWriter:
     deleted and an existing file at `path` is left untouched.
     """
 
-    def __init__(self, path: str | Path, fps: float = 25, crf: int = 18) -> None:
+    def __init__(
+        self, path: str | Path, fps: float = 25, crf: int = 18, preset: str = "medium", threads: int = 0
+    ) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
+        self.preset = preset
+        self.threads = threads
         self.num_frames = 0
         self._size: tuple[int, int] | None = None  # (height, width) of the frames given
         self._audio: np.ndarray | None = None
@@ -271,7 +276,11 @@ class VideoWriter:
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = 1 / self.fps
-        self._stream.options = {"crf": str(self.crf)}
+        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        # frame threads, as the ffmpeg command line uses (PyAV defaults to slice threads, slower per frame)
+        self._stream.codec_context.thread_type = "FRAME"
+        if self.threads:
+            self._stream.thread_count = self.threads
 
     def close(self) -> None:
         """Finishes the file and moves it into place."""

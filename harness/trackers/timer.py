@@ -7,12 +7,17 @@ charged to the stage that launched the GPU work. On other devices it is `time.pe
 
 A stage entered many times (once per 16-frame segment) sums. A stage entered inside another is charged to
 the inner stage only, so the stage times add up to the wall time they cover.
+
+Stages may be entered from several threads at once (the pipelined run): each thread nests its own stages, its
+CUDA events go on its own current stream, and a stage's total is then its busy time, which may overlap other
+stages' busy time; their sum can exceed the wall time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +45,8 @@ class StageTimer:
 
     With a MemoryTracker, each stage also marks the tracker's stage boundaries, so `memory.summary()` holds
     `<stage>_peak_rss_mb` / `<stage>_peak_vram_mb` next to the overall peaks. Enter stages from one thread
-    (the one driving the pipeline); work it hands to worker threads is timed as the wait for it.
+    (the one driving the pipeline) or from several (see the module); only the thread that made the timer marks
+    the MemoryTracker's stages, so per-stage memory peaks cover that thread's stages.
     """
 
     def __init__(self, device: torch.device | str = "cpu", memory: MemoryTracker | None = None) -> None:
@@ -48,7 +54,16 @@ class StageTimer:
         self.memory = memory
         self._cuda = self.device.type == "cuda"
         self._spans: list[_Span] = []
-        self._open: list[int] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._owner = threading.get_ident()
+
+    @property
+    def _open(self) -> list[int]:
+        """This thread's open stages, innermost last."""
+        if not hasattr(self._local, "open"):
+            self._local.open = []
+        return self._local.open
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -56,13 +71,15 @@ class StageTimer:
             raise ValueError(
                 f"stage name {name!r}: use letters, digits, '_', '-' or '.' (it becomes a metric key)"
             )
-        index = len(self._spans)
         span = _Span(name, self._open[-1] if self._open else None)
-        self._spans.append(span)
-        if span.parent is not None:
-            self._spans[span.parent].children.append(index)
-        if self.memory is not None:
-            self.memory.begin_stage(name)
+        with self._lock:
+            index = len(self._spans)
+            self._spans.append(span)
+            if span.parent is not None:
+                self._spans[span.parent].children.append(index)
+        memory = self.memory if threading.get_ident() == self._owner else None
+        if memory is not None:
+            memory.begin_stage(name)
         self._open.append(index)
         # The range names the stage in a torch.profiler trace; it changes nothing in the run.
         with torch.profiler.record_function(f"stage/{name}"):
@@ -72,8 +89,8 @@ class StageTimer:
             finally:
                 span.end = self._mark()
                 self._open.pop()
-                if self.memory is not None:
-                    self.memory.end_stage(name)
+                if memory is not None:
+                    memory.end_stage(name)
 
     def _mark(self) -> Any:
         if not self._cuda:
@@ -94,6 +111,10 @@ class StageTimer:
         """
         if self._cuda and self._spans:
             torch.cuda.synchronize(self.device)
+        with self._lock:
+            return self._totals()
+
+    def _totals(self) -> dict[str, float]:
         closed = [span.end is not None for span in self._spans]
         spans = [self._seconds(s) if done else 0.0 for s, done in zip(self._spans, closed, strict=True)]
         totals: dict[str, float] = {}
