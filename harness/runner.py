@@ -23,6 +23,7 @@ from reports.plots import draw_if_available, stage_times_plot
 log = logging.getLogger(__name__)
 
 STAGES = ("read", "audio", "detect", "align", "encode", "denoise", "decode", "restore", "write")
+GPU_STAGES = ("encode", "denoise", "decode")  # gpu_busy_pct: their share of the wall time
 OUTPUT_FILE = "output.mp4"
 
 
@@ -124,17 +125,26 @@ def _measure(
             run = pipeline.run(config.video, config.audio, output, timer=timer)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
+        gpu_s = sum(stages.get(f"{name}_s", 0.0) for name in GPU_STAGES)
+        stages["gpu_busy_pct"] = 100.0 * min(gpu_s / stages["total_s"], 1.0)
         stages.update(memory.summary())
         return stages, run
 
     runs = []
+    cache_before = _compile_cache_counts()
     cold, run = timed_run()
+    if config.compile != "off":
+        metrics.update({k: v - cache_before[k] for k, v in _compile_cache_counts().items()})
     for _ in range(trial.warmup):
         timed_run()
     for _ in range(trial.repeats):
         runs.append(timed_run()[0])
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
+    if config.compile != "off":
+        # compiling (or loading compiled kernels from the cache), autotuning and graph capture all happen in the
+        # cold run: its extra time over a warm run
+        metrics["compile_s"] = max(metrics["cold_total_s"] - total, 0.0)
     metrics.update(
         frames=run.num_frames,
         output_s=run.duration_s,
@@ -158,6 +168,17 @@ def _measure(
             pipeline.run(config.video, config.audio, output)
         artifacts += [trace.trace_path.name, trace.table_path.name]
     return metrics, artifacts, pipeline.weights.kind, list(pipeline.applied)
+
+
+def _compile_cache_counts() -> dict[str, float]:
+    """Inductor's compiled-graph cache hits and misses so far in this process."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return {
+        "compile_cache_hits": float(inductor["fxgraph_cache_hit"]),
+        "compile_cache_misses": float(inductor["fxgraph_cache_miss"]),
+    }
 
 
 def _score(

@@ -2,7 +2,12 @@
 
 Compile comes last in the transform order, so whatever the U-Net is by then (a DeepCache wrapper, a quantized or
 pruned U-Net) is what gets compiled. torch compiles lazily (the first call traces and builds), so the cost
-lands in the cold run. A module may define its own `compile(**kwargs)` (DeepCache does) to compile its parts.
+lands in the cold run (the runner reports it as `compile_s`). A module may define its own `compile(**kwargs)`
+(DeepCache does) to compile its parts.
+
+Inductor's caches (compiled graphs, autotuning results, Triton kernels) go to the `compile_cache` folder, which
+outlives the process: the next trial or run that compiles the same model with the same settings loads the
+kernels instead of building them again (dynamo still traces, which takes seconds, not minutes).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -62,7 +68,8 @@ class Compile(ChoiceVariant):
             return []
         kwargs = self.compile_kwargs()
 
-        def compile_unet(unet: torch.nn.Module, _pipeline: LipsyncPipeline) -> torch.nn.Module:
+        def compile_unet(unet: torch.nn.Module, pipeline: LipsyncPipeline) -> torch.nn.Module:
+            use_compile_cache(pipeline.config.compile_cache)
             unet.compile(**kwargs)
             return unet
 
@@ -74,3 +81,24 @@ class Compile(ChoiceVariant):
 
         label = f"compile={self.value}"
         return [Transform("unet", label, compile_unet), Transform("vae", label, compile_decoder)]
+
+
+def compile_cache_folder(setting: str) -> Path | None:
+    """The folder the `compile_cache` setting names (None for 'off': torch's own per-user temporary folder)."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(root) / "latentsync-harness" / "torch-compile"
+    return Path(setting).expanduser()
+
+
+def use_compile_cache(setting: str) -> None:
+    """Point inductor's on-disk caches at the setting's folder; set before the first compile of the process."""
+    folder = compile_cache_folder(setting)
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")

@@ -1,0 +1,39 @@
+"""torch.compile's caches live in the `compile_cache` folder, so a second compile of the same model loads it."""
+
+import os
+
+import pytest
+import torch
+
+from variants.compile import compile_cache_folder, use_compile_cache
+
+
+def test_cache_folder_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache_folder("auto") == tmp_path / "latentsync-harness" / "torch-compile"
+    assert compile_cache_folder("off") is None
+    assert compile_cache_folder(str(tmp_path / "mine")) == tmp_path / "mine"
+
+
+def test_a_second_compile_of_the_same_model_is_a_cache_hit(monkeypatch, tmp_path):
+    from torch._dynamo.utils import counters
+
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this build")
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    use_compile_cache(str(tmp_path / "cache"))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()).eval()
+    x = torch.randn(2, 8)
+    expected = model(x)
+    outputs = []
+    for _ in range(2):
+        torch._dynamo.reset()  # forget the compiled code in memory: only the folder remains
+        counters.clear()
+        with torch.no_grad():
+            outputs.append(torch.compile(model, dynamic=False)(x))
+    torch._dynamo.reset()
+    assert counters["inductor"]["fxgraph_cache_hit"] >= 1  # the second compile loaded the first one's graph
+    assert any((tmp_path / "cache").rglob("*"))
+    torch.testing.assert_close(outputs[1], expected)
