@@ -3,16 +3,20 @@
 # *.zip, unpacked as they are), say which runtime packages import, then run the steps named as arguments:
 #   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
 #   sweep:NAMES  experiments/speed.yaml end to end on .gpudata/demo1_* (trials NAMES, comma-separated)
+#   realtime:R:CONFIGS  bench/realtime.py on the whole of demo1 at resolution R (configurations, comma-separated)
+#   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
 # (diffusers, av, protobuf<5, absl-py, flatbuffers, attrs, and mediapipe 0.10.14 re-zipped without the pose,
-# hand and iris models to fit the carry limit), and .gpudata/ with copies of ../shared's demo1 video and audio.
+# hand and iris models to fit the carry limit; PyAV as a site .tar.xz), and .gpudata/ with copies of ../shared's
+# demo1 video and audio.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
 mkdir -p "$OUT" "$SITE"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 for archive in .whl/*.zip; do [ -e "$archive" ] && python3 -m zipfile -e "$archive" "$SITE"; done
+for archive in .whl/*.tar.xz; do [ -e "$archive" ] && tar xJf "$archive" -C "$SITE"; done
 export PYTHONPATH="$PWD:$SITE" PYTHONUNBUFFERED=1
 python3 - <<'PY' 2>&1 | tee "$OUT/probe.txt"
 import importlib
@@ -39,6 +43,14 @@ for step in "$@"; do
         > "$OUT/sweep_${trials//,/_}.log" 2>&1
       tail -5 "$OUT/sweep_${trials//,/_}.log"
       python3 bench/summarise_trials.py /tmp/speed | tee "$OUT/sweep_${trials//,/_}.md" ;;
+    realtime:*)
+      spec=${step#realtime:}
+      timeout 520 python3 bench/realtime.py --video .gpudata/demo1_video.mp4 --audio .gpudata/demo1_audio.wav \
+        --resolution "${spec%%:*}" --configs "${spec#*:}" --out "$OUT" 2>&1 | tee "$OUT/realtime_${spec%%:*}.log" \
+        | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
+    unet:*)
+      timeout 300 python3 bench/unet_options.py --resolution "${step#unet:}" --out "$OUT" 2>&1 \
+        | tee "$OUT/unet_${step#unet:}.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
     *) echo "unknown step $step" ;;
   esac
 done

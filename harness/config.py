@@ -126,7 +126,10 @@ class RunConfig:
         family="vae",
     )
     taesd_weights: str = setting(
-        "", "folder with the TAESD diffusers weights (for vae taesd)", group="models"
+        "",
+        "for vae taesd: a folder with the TAESD diffusers weights, or synthetic | tiny (seeded random; results "
+        "count as synthetic)",
+        group="models",
     )
     steps: int = setting(
         20, "denoising steps per segment (reference: 20)", group="sampling", minimum=1, family="steps"
@@ -229,7 +232,9 @@ class RunConfig:
         for f in fields(self):
             _check(f.name, getattr(self, f.name), _setting(f))
         if self.vae == "taesd" and not self.taesd_weights:
-            raise ConfigError("vae: taesd needs taesd_weights (a folder with the TAESD diffusers weights)")
+            raise ConfigError(
+                "vae: taesd needs taesd_weights (a folder with the TAESD diffusers weights, or synthetic | tiny)"
+            )
         return self
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -34,6 +34,10 @@ SAMPLES: dict[str, list] = {
     "whisper-precision": ["int8", "fp32"],
     "compile": ["default"],
     "batch": [2],
+    "attention": ["math"],
+    "channels-last": ["on"],
+    "execution": ["pipelined"],
+    "encoder-preset": ["veryfast", "medium"],
 }
 FIELD = {
     "threading": "workers",
@@ -50,14 +54,18 @@ FIELD = {
     "whisper-precision": "whisper_dtype",
     "compile": "compile",
     "batch": "segments_per_call",
+    "attention": "attention",
+    "channels-last": "channels_last",
+    "execution": "execution",
+    "encoder-preset": "encoder_preset",
 }
 FAMILY = {field: family for family, field in FIELD.items()}
-# Settings whose every change keeps the output (threads, batching, compile), and DeepCache between the values
+# Settings whose every change keeps the output (threads, batching, overlap, compile, kernels, layout), and DeepCache between the values
 # that run the full U-Net on every call.
-ALWAYS_LOSSLESS = {"workers", "segments_per_call", "compile"}
+ALWAYS_LOSSLESS = {"workers", "segments_per_call", "compile", "attention", "channels_last", "execution"}
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.
-ORDER = ["whisper_dtype", "pruning", "quantization", "deepcache", "compile"]
+ORDER = ["whisper_dtype", "pruning", "channels_last", "quantization", "deepcache", "attention", "compile"]
 BASES = [
     {},
     {"steps": 3},

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from stand_ins import apply_variant, stand_in_pipeline
 from torch import nn
 
 from harness.models.unet import LatentSyncUNet, load_unet
@@ -29,19 +30,6 @@ def _inputs(
     sample = torch.randn(batch, 13, frames, 8, 8, generator=g)
     audio = torch.randn(batch * frames, 50, 384, generator=g)
     return sample, torch.tensor(900 - 150 * seed), audio
-
-
-def _pipeline(unet: nn.Module, vae: nn.Module | None = None) -> SimpleNamespace:
-    """The attributes of LipsyncPipeline that these variants touch."""
-    return SimpleNamespace(
-        unet=unet, vae=vae, segment_hooks=[], applied=[], device=torch.device("cpu"), dtype=torch.float32
-    )
-
-
-def _apply(variant, pipeline: SimpleNamespace) -> None:
-    """Apply the variant's transforms the way LipsyncPipeline does."""
-    for transform in variant.transforms():
-        LipsyncPipeline.apply(pipeline, transform)
 
 
 @pytest.fixture
@@ -102,7 +90,7 @@ def test_torchao_int8_weight_only_quantizes_every_linear_and_changes_the_output_
     inputs = _inputs()
     before = _run(unet, inputs)
     linears = [m for m in unet.modules() if isinstance(m, nn.Linear)]
-    _apply(variant, _pipeline(unet))
+    apply_variant(variant, stand_in_pipeline(unet))
     assert all(isinstance(m.weight, TorchAOBaseTensor) for m in linears)
     after = _run(unet, inputs)
     assert torch.isfinite(after).all()
@@ -119,7 +107,7 @@ def test_bitsandbytes_replaces_linears_or_says_why_not(unet, method, layer_type)
     inputs = _inputs()
     before = _run(unet, inputs)
     count = sum(isinstance(m, nn.Linear) for m in unet.modules())
-    _apply(variant, _pipeline(unet))
+    apply_variant(variant, stand_in_pipeline(unet))
     assert [type(m).__name__ for m in unet.modules()].count(layer_type) == count
     assert not any(type(m) is nn.Linear for m in unet.modules())
     after = _run(unet, inputs)
@@ -176,7 +164,7 @@ def test_channel_pruning_shrinks_inner_dims_and_keeps_the_io(unet):
     before = _run(unet, inputs)
     params = count_parameters(unet)
     ff_widths = [m.net[2].in_features for m in unet.modules() if type(m).__name__ == "FeedForward"]
-    _apply(Pruning("channels:0.25"), _pipeline(unet))
+    apply_variant(Pruning("channels:0.25"), stand_in_pipeline(unet))
     after = _run(unet, inputs)
     assert after.shape == before.shape and torch.isfinite(after).all()
     assert not torch.allclose(after, before)
@@ -224,7 +212,7 @@ def test_drop_motion_removes_every_motion_module_and_they_are_not_called(unet):
     inputs = _inputs()
     before = _run(unet, inputs)
     calls = _call_counter(motion)
-    _apply(Pruning("drop-motion"), _pipeline(unet))
+    apply_variant(Pruning("drop-motion"), stand_in_pipeline(unet))
     after = _run(unet, inputs)
     levels, layers = len(unet.config.block_out_channels), unet.config.layers_per_block
     assert len(motion) == levels * layers + levels * (layers + 1)  # after every resnet but the mid block's
@@ -247,8 +235,8 @@ def test_drop_blocks_skips_the_named_blocks_only(unet):
     calls = _call_counter({name: modules[name] for name in [*names, kept]})
     params = count_parameters(unet)
     dropped_params = sum(count_parameters(modules[name]) for name in names)
-    pipeline = _pipeline(unet)
-    _apply(Pruning({"method": "drop-blocks", "blocks": names}), pipeline)
+    pipeline = stand_in_pipeline(unet)
+    apply_variant(Pruning({"method": "drop-blocks", "blocks": names}), pipeline)
     out = _run(pipeline.unet, _inputs())
     assert calls == {names[0]: 0, names[1]: 0, kept: 1}
     assert all(isinstance(unet.get_submodule(name), Skipped) for name in names)
@@ -260,9 +248,9 @@ def test_drop_blocks_names_the_fault(unet):
     last, _ = _last_motion_modules(unet)
     misspelt = last.replace("motion_modules", "motion_module")
     with pytest.raises(VariantError, match=f"did you mean {last}"):
-        _apply(Pruning(f"drop-blocks:{misspelt}"), _pipeline(unet))
+        apply_variant(Pruning(f"drop-blocks:{misspelt}"), stand_in_pipeline(unet))
     with pytest.raises(VariantError, match="not a residual block"):
-        _apply(Pruning("drop-blocks:up_blocks.3.resnets.0"), _pipeline(unet))
+        apply_variant(Pruning("drop-blocks:up_blocks.3.resnets.0"), stand_in_pipeline(unet))
     droppable = droppable_blocks(unet)
     assert "mid_block.attentions.0.transformer_blocks.0" in droppable and last in droppable
     assert not any(".resnets." in name or "samplers" in name for name in droppable)
@@ -270,12 +258,12 @@ def test_drop_blocks_names_the_fault(unet):
 
 def test_channel_pruning_of_a_quantized_unet_explains_the_order(unet):
     pytest.importorskip("torchao")
-    pipeline = _pipeline(unet)
-    _apply(Quantization("torchao-int8wo"), pipeline)
+    pipeline = stand_in_pipeline(unet)
+    apply_variant(Quantization("torchao-int8wo"), pipeline)
     with pytest.raises(
         VariantError, match="prunes before it quantizes, whatever order the settings are given"
     ):
-        _apply(Pruning("channels:0.25"), pipeline)
+        apply_variant(Pruning("channels:0.25"), pipeline)
     assert Pruning.order < Quantization.order < DeepCache.order < Compile.order
 
 
@@ -315,8 +303,8 @@ def test_deepcache_runs_deep_blocks_on_full_steps_only(unet):
     shallow = {"down_blocks.0": unet.down_blocks[0], "up_blocks.3": unet.up_blocks[3]}
     steps = [_inputs(seed=i) for i in range(6)]
     plain = [_run(unet, inputs) for inputs in steps]
-    pipeline = _pipeline(unet)
-    _apply(DeepCache("upstream-default"), pipeline)
+    pipeline = stand_in_pipeline(unet)
+    apply_variant(DeepCache("upstream-default"), pipeline)
     calls = _call_counter({**deep, **shallow})
     history = []
     for inputs in steps:
@@ -352,7 +340,7 @@ def test_deepcache_shallow_path_on_its_own_cache_equals_the_full_unet(unet, bran
 
 def test_deepcache_branch_must_fit_the_unet(unet):
     with pytest.raises(VariantError, match="branch must be in 0..3"):
-        _apply(DeepCache({"interval": 3, "branch": 4}), _pipeline(unet))
+        apply_variant(DeepCache({"interval": 3, "branch": 4}), stand_in_pipeline(unet))
 
 
 # -- compile
@@ -374,7 +362,7 @@ def test_compile_comes_last_and_compiles_the_wrapper_not_the_bypassed_unet(unet)
     from variants import transforms_for
 
     vae = SimpleNamespace(decoder=nn.Conv2d(4, 3, 1))
-    pipeline = _pipeline(unet, vae)
+    pipeline = stand_in_pipeline(unet, vae)
     config = RunConfig().replace(compile="max-autotune-no-cudagraphs", deepcache="upstream-default")
     for transform in transforms_for(config):
         LipsyncPipeline.apply(pipeline, transform)
@@ -403,8 +391,8 @@ def test_default_compile_matches_eager_on_a_small_unet():
     small = LatentSyncUNet(config).eval()
     inputs = _inputs()
     eager = _run(small, inputs)
-    pipeline = _pipeline(small)
-    _apply(Compile("default"), pipeline)
+    pipeline = stand_in_pipeline(small)
+    apply_variant(Compile("default"), pipeline)
     compiled = _run(pipeline.unet, inputs)
     assert small._compiled_call_impl is not None
     assert math.isfinite(_rel_error(compiled, eager)) and _rel_error(compiled, eager) < 1e-4
@@ -414,7 +402,7 @@ def test_channel_pruning_keeps_inference_weights_frozen(unet):
     unet.requires_grad_(False)
     attn = next(m for m in unet.modules() if type(m).__name__ == "Attention")
     width = attn.to_q.out_features
-    _apply(Pruning("channels:0.5"), _pipeline(unet))
+    apply_variant(Pruning("channels:0.5"), stand_in_pipeline(unet))
     assert not any(p.requires_grad for p in unet.parameters())
     assert attn.to_q.out_features == attn.to_k.out_features == attn.to_out[0].in_features == attn.inner_dim
     assert attn.inner_dim < width and attn.inner_dim % attn.heads == 0

@@ -1,4 +1,5 @@
-"""Weight quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4, torchao int8 weight-only or fp8.
+"""Quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4, torchao int8 weight-only or fp8,
+optimum-quanto int8 / int4 / fp8 weights or int8 weights and activations (variants.quanto_linears).
 
 Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
 embedding); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
@@ -15,13 +16,19 @@ import torch
 from torch import nn
 
 from variants.base import ChoiceVariant, Transform, VariantError
+from variants.quanto_linears import (
+    QUANTO_METHODS,
+    quantize_linears_quanto,
+    quanto_missing,
+    stand_in_calibration,
+)
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
 
 log = logging.getLogger(__name__)
 
-METHODS = ("none", "bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-fp8")
+METHODS = ("none", "bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-fp8", *QUANTO_METHODS)
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 # torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
 FP8_DIM_MULTIPLE = 16
@@ -31,7 +38,10 @@ INT8_OUTLIER_THRESHOLD = 6.0
 
 class Quantization(ChoiceVariant):
     family = "quantization"
-    summary = "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8)"
+    summary = (
+        "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8, "
+        "quanto int8/int4/fp8 weights or int8 weights and activations)"
+    )
     field_name = "quantization"
     choices = METHODS
     aliases = {"off": "none", "false": "none", "0": "none"}
@@ -43,6 +53,8 @@ class Quantization(ChoiceVariant):
         device_type = env.get("device_type") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.value.startswith("bnb-"):
             return _bitsandbytes_missing(device_type)
+        if self.value in QUANTO_METHODS:
+            return quanto_missing(self.value, device_type)
         if self.value == "torchao-fp8":
             if device_type != "cuda":
                 return "fp8 matmuls need a CUDA GPU of compute capability >= 8.9; this run is on CPU"
@@ -61,7 +73,9 @@ class Quantization(ChoiceVariant):
         method = self.value
 
         def quantize(unet: nn.Module, pipeline: LipsyncPipeline) -> nn.Module:
-            count = quantize_linears(unet, method, pipeline.device, pipeline.dtype)
+            # run only by methods that quantize activations (quanto-w8a8)
+            calibration = stand_in_calibration(pipeline)
+            count = quantize_linears(unet, method, pipeline.device, pipeline.dtype, calibration)
             if count == 0:
                 raise VariantError(
                     f"quantization={method}: the U-Net has no nn.Linear layer it could quantize"
@@ -72,10 +86,19 @@ class Quantization(ChoiceVariant):
         return [Transform("unet", f"quantization={method}", quantize)]
 
 
-def quantize_linears(module: nn.Module, method: str, device: torch.device, dtype: torch.dtype) -> int:
-    """Quantize every nn.Linear inside `module` in place with `method`; returns how many layers changed."""
+def quantize_linears(
+    module: nn.Module,
+    method: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    calibration: Callable[[nn.Module], None] | None = None,
+) -> int:
+    """Quantize every nn.Linear inside `module` in place with `method`; returns how many layers changed.
+    `calibration(module)` runs the module on representative inputs, for methods with activation scales."""
     if method not in METHODS[1:]:
         raise VariantError(f"quantization: no method {method!r}; expected one of {', '.join(METHODS[1:])}")
+    if method in QUANTO_METHODS:
+        return quantize_linears_quanto(module, method, calibration)
     if method in ("bnb-int8", "bnb-nf4"):
         return _replace_linears(module, lambda linear: _bnb_linear(linear, method, device, dtype))
     from torchao.quantization import quantize_

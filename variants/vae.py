@@ -1,8 +1,9 @@
-"""The full VAE, or TAESD (a tiny autoencoder) when its weights are given."""
+"""The full VAE, or TAESD (a tiny autoencoder) from its weights or with seeded random ones."""
 
 from pathlib import Path
 from typing import Any
 
+from harness.models.weights import RANDOM_KINDS
 from variants.base import Variant
 
 
@@ -15,6 +16,11 @@ class Vae(Variant):
         if self.value != "taesd":
             return None
         path = env.get("taesd_weights", "")
+        if path in RANDOM_KINDS:  # built at load, seeded random
+            return None
         if not path or not Path(path).exists():
-            return f"TAESD weights not found (taesd_weights={path!r}); get madebyollin/taesd and point taesd_weights at it"
+            return (
+                f"TAESD weights not found (taesd_weights={path!r}); get madebyollin/taesd and point taesd_weights "
+                f"at it, or use {' or '.join(RANDOM_KINDS)} for random weights"
+            )
         return None

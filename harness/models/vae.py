@@ -13,12 +13,23 @@ from torch import nn
 
 from harness.models.checkpoint import CheckpointError, load_strict, read_state_dict
 from harness.models.random_init import build_random
-from harness.models.weights import VAE_HINT, VAE_WEIGHT_FILES
+from harness.models.weights import RANDOM_KINDS, VAE_HINT, VAE_WEIGHT_FILES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SCALING_FACTOR = 0.18215
 TAESD_HINT = "Get TAESD (config.json + diffusion_pytorch_model.safetensors) from the Hugging Face repo madebyollin/taesd."
 SYNTHETIC_SEED = 2
+# AutoencoderTiny's defaults are madebyollin/taesd's configuration; "tiny" keeps its 8x downscale (four levels)
+# and 4 latent channels with 8 channels and one block per level, for CPU tests.
+TAESD_CONFIGS: dict[str, dict[str, Any]] = {
+    "synthetic": {},
+    "tiny": {
+        "encoder_block_out_channels": (8, 8, 8, 8),
+        "decoder_block_out_channels": (8, 8, 8, 8),
+        "num_encoder_blocks": (1, 1, 1, 1),
+        "num_decoder_blocks": (1, 1, 1, 1),
+    },
+}
 # diffusers renamed the attention projections; sd-vae-ft-mse's published weights still use the old names
 _OLD_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 _OLD_ATTENTION_KEY = re.compile(r"(\.attentions\.\d+\.)(query|key|value|proj_attn)\.")
@@ -39,14 +50,15 @@ def load_vae(
 ) -> nn.Module:
     """kind 'full': AutoencoderKL from `source` = a diffusers folder (config.json + weights), one weight file
     (diffusers or original LDM names; .safetensors/.bin/.pt/.ckpt), "synthetic" (real size, seeded random) or
-    "tiny". kind 'taesd': TAESD from the folder `taesd`, wrapped to behave like AutoencoderKL."""
+    "tiny". kind 'taesd': TAESD from `taesd` = the folder of its diffusers weights, "synthetic" (madebyollin/taesd's
+    architecture, seeded random) or "tiny", wrapped to behave like AutoencoderKL."""
     if kind == "taesd":
-        return TaesdAsVae(_load_taesd(Path(taesd), dtype, device))
+        return TaesdAsVae(_load_taesd(taesd, dtype, device))
     if kind != "full":
         raise ValueError(f"vae kind must be 'full' or 'taesd', got {kind!r}")
     from diffusers import AutoencoderKL
 
-    if str(source) in ("synthetic", "tiny"):
+    if str(source) in RANDOM_KINDS:
         config = vae_config("sd-vae-ft-mse" if str(source) == "synthetic" else "tiny")
         return build_random(lambda: AutoencoderKL.from_config(config), SYNTHETIC_SEED, device, dtype)
     path = Path(source)
@@ -94,9 +106,13 @@ def _folder_or_file(path: Path, default_config: dict[str, Any], hint: str) -> tu
         raise CheckpointError(f"{config_file}: not valid JSON ({exc})\n{hint}") from exc
 
 
-def _load_taesd(folder: Path, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
+def _load_taesd(source: str | Path, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
     from diffusers import AutoencoderTiny
 
+    if str(source) in RANDOM_KINDS:
+        config = TAESD_CONFIGS[str(source)]
+        return build_random(lambda: AutoencoderTiny.from_config(config), SYNTHETIC_SEED, device, dtype)
+    folder = Path(source)
     if not folder.is_dir():
         raise CheckpointError(f"{folder or '(empty path)'}: TAESD weights folder not found\n{TAESD_HINT}")
     config, weights = _folder_or_file(folder, {}, TAESD_HINT)

@@ -5,6 +5,9 @@
 - "synthetic": the real architectures with seeded random values (compute and memory like the real thing);
 - "tiny": small configs with random values, for CPU tests;
 - "auto": ./checkpoints when it exists, else "tiny".
+
+A checkpoint run whose TAESD has random weights (taesd_weights synthetic or tiny) is no real lip-sync either: its
+kind says so ("checkpoint+synthetic-taesd"), so its results are tagged synthetic.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from harness.models.checkpoint import CheckpointError
 log = logging.getLogger(__name__)
 
 KINDS = ("checkpoint", "synthetic", "tiny")
+RANDOM_KINDS = ("synthetic", "tiny")  # sources that are seeded random values, not trained weights
 DEFAULT_FOLDER = Path("checkpoints")
 UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = "whisper/tiny.pt"
@@ -40,7 +44,7 @@ VAE_HINT = (
 class WeightSource:
     """Per-model sources, each accepted by its loader: a path, or the kind's name for random weights."""
 
-    kind: str  # checkpoint | synthetic | tiny
+    kind: str  # checkpoint | synthetic | tiny | checkpoint+<synthetic|tiny>-taesd
     unet: str | Path
     whisper: str | Path
     vae: str | Path
@@ -53,8 +57,12 @@ class WeightSource:
         return self.kind == "checkpoint"
 
 
-def resolve_weights(spec: str | Path = "auto", vae: str | Path | None = None) -> WeightSource:
-    """`spec`: a checkpoint folder, "synthetic", "tiny" or "auto". `vae` overrides the VAE location.
+def resolve_weights(
+    spec: str | Path = "auto", vae: str | Path | None = None, taesd: str | Path = ""
+) -> WeightSource:
+    """`spec`: a checkpoint folder, "synthetic", "tiny" or "auto". `vae` overrides the VAE location. `taesd`: the
+    run's TAESD weights when it decodes with TAESD ("" otherwise); random ones make a checkpoint's kind
+    "checkpoint+<synthetic|tiny>-taesd".
 
     A checkpoint folder is checked now, so a missing file fails before anything loads, naming the path
     and where to get it.
@@ -64,7 +72,7 @@ def resolve_weights(spec: str | Path = "auto", vae: str | Path | None = None) ->
         spec = str(DEFAULT_FOLDER) if DEFAULT_FOLDER.is_dir() else "tiny"
         log.info("weights: auto -> %s", spec)
     vae_path = _explicit_vae(Path(vae)) if vae else None
-    if spec in ("synthetic", "tiny"):
+    if spec in RANDOM_KINDS:
         return WeightSource(kind=spec, unet=spec, whisper=spec, vae=vae_path or spec)
     root = Path(spec)
     if not root.is_dir():
@@ -76,7 +84,7 @@ def resolve_weights(spec: str | Path = "auto", vae: str | Path | None = None) ->
     unet = _require(root / UNET_FILE, "the LatentSync U-Net", UNET_HINT)
     whisper = _require(root / WHISPER_FILE, "the Whisper tiny audio encoder", WHISPER_HINT)
     return WeightSource(
-        kind="checkpoint",
+        kind=f"checkpoint+{taesd}-taesd" if str(taesd) in RANDOM_KINDS else "checkpoint",
         unet=unet,
         whisper=whisper,
         vae=vae_path or _find_vae(root),

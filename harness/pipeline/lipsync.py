@@ -129,7 +129,8 @@ class LipsyncPipeline:
 
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        weights = resolve_weights(config.weights, vae=config.vae_weights or None)
+        taesd = config.taesd_weights if config.vae == "taesd" else ""
+        weights = resolve_weights(config.weights, vae=config.vae_weights or None, taesd=taesd)
         unet = load_unet(weights.unet, dtype=dtype, device=device).eval()
         vae = load_vae(weights.vae, dtype=dtype, device=device, kind=config.vae, taesd=config.taesd_weights)
         whisper = load_whisper(weights.whisper, device=device, dtype=config.whisper_dtype)

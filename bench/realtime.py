@@ -1,0 +1,201 @@
+"""End to end on one clip, in one process: the reference-faithful eager baseline and optimized configurations,
+side by side, with frames/s, ratios, stage busy times, GPU-busy share, peak GPU memory and fidelity (PSNR of the
+output against the baseline's output).
+
+Every configuration is a set of harness settings on top of the baseline (synthetic full-size weights, fp16,
+serial stages, eager, DDIM 20 steps, guidance 1.5, full VAE, crf 18), so each result can be reproduced with
+`harness run --set ...`. Each one is loaded, warmed up on the clip's first segments (compiling the shapes the
+full clip needs), then timed on the whole clip `--repeats` times. A configuration that fails is recorded with
+its error and the rest go on. Prints a table and writes $OUT/realtime_<resolution>.json (or --out).
+
+    python bench/realtime.py --video demo1_video.mp4 --audio demo1_audio.wav --resolution 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import RunConfig
+from harness.pipeline.lipsync import LipsyncPipeline
+from harness.pipeline.media import iter_frames
+from harness.trackers.timer import StageTimer
+from metrics.visual import fidelity_scores
+
+BASE = {"dtype": "fp16", "crf": 18}
+LOSSLESS = {"execution": "pipelined", "compile": "default", "channels_last": "on"}
+LOSSY = {
+    "execution": "pipelined",
+    "guidance": 1.0,
+    "scheduler": "dpm++",
+    "steps": 4,
+    "deepcache": "upstream-default",
+    "vae": "taesd",
+    "taesd_weights": "synthetic",
+    "encoder_preset": "veryfast",
+}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "pipelined": {"execution": "pipelined"},
+    "lossless": LOSSLESS,
+    "lossy": LOSSY,
+    "lossy+compile": {**LOSSY, "compile": "default"},
+}
+GPU_STAGES = ("encode", "denoise", "decode")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_run(pipeline: LipsyncPipeline, video: str, audio: str, out: Path) -> dict[str, float]:
+    cuda = pipeline.device.type == "cuda"
+    _sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    timer = StageTimer(pipeline.device)
+    began = time.perf_counter()
+    run = pipeline.run(video, audio, out, timer=timer)
+    _sync()
+    row = {k: round(v, 3) for k, v in timer.totals().items()}
+    row["total_s"] = time.perf_counter() - began
+    row["frames"] = run.num_frames
+    row["fps"] = run.num_frames / row["total_s"]
+    gpu_s = sum(row.get(f"{s}_s", 0.0) for s in GPU_STAGES)
+    row["gpu_busy_pct"] = 100.0 * min(gpu_s / row["total_s"], 1.0)
+    row["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    return row
+
+
+def unet_call_ms(pipeline: LipsyncPipeline, repeats: int = 10) -> float:
+    """One U-Net call on a segment batch as the run makes it (guided: batch 2 per segment)."""
+    cfg = pipeline.config
+    batch = (2 if cfg.guidance > 1 else 1) * cfg.segments_per_call
+    latent = cfg.resolution // 8
+    device, dtype = pipeline.device, pipeline.dtype
+    width = 384  # the audio embedding width of every LatentSync U-Net
+    sample = torch.randn(batch, 13, cfg.segment_frames, latent, latent, device=device, dtype=dtype)
+    audio = torch.randn(batch * cfg.segment_frames, 50, width, device=device, dtype=dtype)
+    t = torch.tensor(500, device=device)
+    with torch.no_grad():
+        for _ in range(3):
+            pipeline.unet(sample, t, audio)
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            pipeline.unet(sample, t, audio)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def bench_config(name: str, settings: dict[str, Any], args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    config = RunConfig(
+        video=args.video, audio=args.audio, resolution=args.resolution, weights=args.weights, device=args.device, **BASE
+    ).replace(**dict(item.split("=", 1) for item in args.set))
+    config = config.replace(**settings)
+    row: dict[str, Any] = {"config": name, "settings": settings}
+    began = time.perf_counter()
+    pipeline = LipsyncPipeline.load(config)
+    row["load_s"] = time.perf_counter() - began
+    # warm-up on the first segments: a full group and a lone segment, the shapes the whole clip needs
+    warm = config.replace(max_seconds=config.segment_frames * (config.segments_per_call + 1) / 25)
+    pipeline.config = warm
+    began = time.perf_counter()
+    pipeline.run(args.video, args.audio, out_dir / f"{name}_warm.mp4")
+    row["warmup_s"] = time.perf_counter() - began
+    pipeline.config = config
+    runs = [timed_run(pipeline, args.video, args.audio, out_dir / f"{name}.mp4") for _ in range(args.repeats)]
+    fps = [r["fps"] for r in runs]
+    row.update({k: statistics.median(r[k] for r in runs) for k in runs[0]})
+    row["fps_runs"] = fps
+    row["peak_vram_mb"] = max(r["peak_vram_mb"] for r in runs)
+    if config.deepcache == "off" and pipeline.device.type == "cuda":
+        row["unet_call_ms"] = unet_call_ms(pipeline)
+    row["applied"] = list(pipeline.applied)
+    del pipeline
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", required=True)
+    parser.add_argument("--audio", required=True)
+    parser.add_argument("--resolution", type=int, default=512, choices=(256, 512))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names (baseline first)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of the whole clip per configuration")
+    parser.add_argument("--baseline-repeats", type=int, default=1)
+    parser.add_argument("--weights", default="synthetic", help="synthetic (full size) or tiny (a CPU smoke test)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a base setting for every configuration"
+    )
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    args = parser.parse_args()
+    out_dir = Path(args.out)
+    videos = Path("/tmp/realtime_videos")
+    videos.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = args.configs.split(",")
+    rows = []
+    repeats = args.repeats
+    for name in names:
+        args.repeats = args.baseline_repeats if name == "baseline" else repeats
+        try:
+            row = bench_config(name, CONFIGS[name], args, videos)
+        except Exception as exc:  # one failing configuration must not lose the others' figures
+            row = {"config": name, "settings": CONFIGS[name], "error": f"{type(exc).__name__}: {exc}"}
+            traceback.print_exc()
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    finish(rows, videos, args, out_dir)
+
+
+def finish(rows: list[dict[str, Any]], videos: Path, args: argparse.Namespace, out_dir: Path) -> None:
+    base = next((r for r in rows if r["config"] == "baseline" and "fps" in r), None)
+    for row in rows:
+        if base is None or "fps" not in row:
+            continue
+        row["fps_ratio"] = row["fps"] / base["fps"]
+        if row is not base:
+            row["psnr_db"] = fidelity_scores(
+                iter_frames(videos / f"{row['config']}.mp4"), iter_frames(videos / "baseline.mp4"), device=args.device
+            )["psnr_db"]
+    meta = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+        "torch": torch.__version__,
+        "resolution": args.resolution,
+        "video": args.video,
+        "weights": f"{args.weights} (seeded random): speed is real, quality scores do not describe LatentSync",
+    }
+    (out_dir / f"realtime_{args.resolution}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"\n{meta['device']}, {args.resolution}x{args.resolution}, torch {meta['torch']}")
+    print("| config | frames/s | ratio | total s | denoise s | decode s | GPU busy % | peak GPU MB | U-Net ms | PSNR dB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        if "fps" not in r:
+            print(f"| {r['config']} | failed: {r.get('error', '')[:80]} |")
+            continue
+        print(
+            f"| {r['config']} | {r['fps']:.2f} ({min(r['fps_runs']):.2f}-{max(r['fps_runs']):.2f}) "
+            f"| {r.get('fps_ratio', float('nan')):.2f} | {r['total_s']:.1f} | {r.get('denoise_s', 0):.1f} "
+            f"| {r.get('decode_s', 0):.2f} | {r['gpu_busy_pct']:.0f} | {r['peak_vram_mb']:.0f} "
+            f"| {r.get('unet_call_ms', float('nan')):.1f} | {r.get('psnr_db', float('inf')):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
