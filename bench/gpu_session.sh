@@ -3,7 +3,8 @@
 # *.zip, unpacked as they are), say which runtime packages import, then run the steps named as arguments:
 #   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
 #   sweep:NAMES  experiments/speed.yaml end to end on .gpudata/demo1_* (trials NAMES, comma-separated)
-#   realtime:R:CONFIGS  bench/realtime.py on the whole of demo1 at resolution R (configurations, comma-separated)
+#   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
+#                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
@@ -45,11 +46,13 @@ for step in "$@"; do
       python3 bench/summarise_trials.py /tmp/speed | tee "$OUT/sweep_${trials//,/_}.md" ;;
     realtime:*)
       spec=${step#realtime:}
-      timeout 520 python3 bench/realtime.py --video .gpudata/demo1_video.mp4 --audio .gpudata/demo1_audio.wav \
+      limit=520
+      [[ $spec == *@* ]] && limit=${spec##*@} && spec=${spec%@*}
+      timeout "$limit" python3 bench/realtime.py --video .gpudata/demo1_video.mp4 --audio .gpudata/demo1_audio.wav \
         --resolution "${spec%%:*}" --configs "${spec#*:}" --out "$OUT" 2>&1 | tee "$OUT/realtime_${spec%%:*}.log" \
         | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     unet:*)
-      timeout 300 python3 bench/unet_options.py --resolution "${step#unet:}" --out "$OUT" 2>&1 \
+      timeout "${UNET_TIMEOUT:-300}" python3 bench/unet_options.py --resolution "${step#unet:}" ${UNET_OPTIONS:+--options "$UNET_OPTIONS"} --out "$OUT" 2>&1 \
         | tee "$OUT/unet_${step#unet:}.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
     *) echo "unknown step $step" ;;
   esac

@@ -48,6 +48,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lossless": LOSSLESS,
     "lossy": LOSSY,
     "lossy+compile": {**LOSSY, "compile": "default"},
+    "lossy-fullvae": {k: v for k, v in LOSSY.items() if k not in ("vae", "taesd_weights")},
 }
 GPU_STAGES = ("encode", "denoise", "decode")
 
