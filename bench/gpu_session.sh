@@ -8,9 +8,9 @@
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
-# (diffusers, av, protobuf<5, absl-py, flatbuffers, attrs, and mediapipe 0.10.14 re-zipped without the pose,
-# hand and iris models to fit the carry limit; PyAV as a site .tar.xz), and .gpudata/ with copies of ../shared's
-# demo1 video and audio.
+# (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe 0.10.14 unpacked, its pose/hand/iris/holistic/
+# selfie/objectron *.tflite files deleted (keep every .py: mediapipe imports them all) and zipped as a site .zip;
+# PyAV unpacked as a site .tar.xz: under 50 MB together), and .gpudata/ with copies of ../shared's demo1 files.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
