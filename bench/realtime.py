@@ -27,6 +27,7 @@ import torch
 from harness.config import RunConfig
 from harness.pipeline.lipsync import LipsyncPipeline
 from harness.pipeline.media import iter_frames
+from harness.runner import gpu_busy_pct
 from harness.trackers.timer import StageTimer
 from metrics.visual import fidelity_scores
 
@@ -50,7 +51,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lossy+compile": {**LOSSY, "compile": "default"},
     "lossy-fullvae": {k: v for k, v in LOSSY.items() if k not in ("vae", "taesd_weights")},
 }
-GPU_STAGES = ("encode", "denoise", "decode")
 
 
 def _sync() -> None:
@@ -71,8 +71,7 @@ def timed_run(pipeline: LipsyncPipeline, video: str, audio: str, out: Path) -> d
     row["total_s"] = time.perf_counter() - began
     row["frames"] = run.num_frames
     row["fps"] = run.num_frames / row["total_s"]
-    gpu_s = sum(row.get(f"{s}_s", 0.0) for s in GPU_STAGES)
-    row["gpu_busy_pct"] = 100.0 * min(gpu_s / row["total_s"], 1.0)
+    row["gpu_busy_pct"] = gpu_busy_pct(row)
     row["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
     return row
 

@@ -125,15 +125,15 @@ def _measure(
             run = pipeline.run(config.video, config.audio, output, timer=timer)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
-        gpu_s = sum(stages.get(f"{name}_s", 0.0) for name in GPU_STAGES)
-        stages["gpu_busy_pct"] = 100.0 * min(gpu_s / stages["total_s"], 1.0)
+        stages["gpu_busy_pct"] = gpu_busy_pct(stages)
         stages.update(memory.summary())
         return stages, run
 
     runs = []
-    cache_before = _compile_cache_counts()
+    compiled = config.compile != "off"
+    cache_before = _compile_cache_counts() if compiled else {}
     cold, run = timed_run()
-    if config.compile != "off":
+    if compiled:
         metrics.update({k: v - cache_before[k] for k, v in _compile_cache_counts().items()})
     for _ in range(trial.warmup):
         timed_run()
@@ -141,7 +141,7 @@ def _measure(
         runs.append(timed_run()[0])
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
-    if config.compile != "off":
+    if compiled:
         # compiling (or loading compiled kernels from the cache), autotuning and graph capture all happen in the
         # cold run: its extra time over a warm run
         metrics["compile_s"] = max(metrics["cold_total_s"] - total, 0.0)
@@ -168,6 +168,12 @@ def _measure(
             pipeline.run(config.video, config.audio, output)
         artifacts += [trace.trace_path.name, trace.table_path.name]
     return metrics, artifacts, pipeline.weights.kind, list(pipeline.applied)
+
+
+def gpu_busy_pct(stages: dict[str, float]) -> float:
+    """The share of a run's wall time (`total_s`) spent in the GPU stages, in percent."""
+    gpu_s = sum(stages.get(f"{name}_s", 0.0) for name in GPU_STAGES)
+    return 100.0 * min(gpu_s / stages["total_s"], 1.0)
 
 
 def _compile_cache_counts() -> dict[str, float]:
