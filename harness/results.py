@@ -4,7 +4,9 @@
     <sweep_dir>/trials/<trial>-<key>/      one folder per trial:
         config.json                        resolved RunConfig, written before the run
         result.json                        TrialResult, written when the trial ends (also when it fails)
+        timed_runs.json                    every timed repeat's figures and the cold run's, unsummarised
         ...                                artifacts listed in result.json (paths relative to the folder)
+    <sweep_dir>/speed_ratios.json          each trial's speed against its baseline, with interval (harness.noise)
     <sweep_dir>/results.csv, results.parquet   one row per trial (write_table)
 
 Metric names carry their unit: `<stage>_s` (median over timed repeats), `cold_<stage>_s` (the first run,
@@ -35,6 +37,7 @@ SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
+TIMED_RUNS_FILE = "timed_runs.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 STATUSES = ("ok", "failed", "skipped")

@@ -107,8 +107,10 @@ def _measure(
 ) -> tuple[dict[str, float], list[str], str, list[str]]:
     """Load (transforms included), then the cold run, warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
+    from harness.interleave import take_turn
     from harness.pipeline.lipsync import LipsyncPipeline
-    from harness.results import summarise_repeats
+    from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic
+    from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker
     from harness.trackers.profile import CProfileTracker
     from harness.trackers.timer import StageTimer
@@ -121,12 +123,13 @@ def _measure(
         memory = MemoryTracker(pipeline.device)
         timer = StageTimer(pipeline.device, memory=memory)
         began = time.perf_counter()
-        with memory:
+        with memory, MachineLoad() as load:
             run = pipeline.run(config.video, config.audio, output, timer=timer)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
         stages["gpu_busy_pct"] = gpu_busy_pct(stages)
         stages.update(memory.summary())
+        stages.update(load.summary())
         return stages, run
 
     runs = []
@@ -138,7 +141,10 @@ def _measure(
     for _ in range(trial.warmup):
         timed_run()
     for _ in range(trial.repeats):
+        take_turn()  # in an interleaved sweep, wait for this trial's slot in the round (harness.interleave)
         runs.append(timed_run()[0])
+    # every repeat kept: the sweep's speed ratios bootstrap over them (harness.noise)
+    write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": cold, "runs": runs})
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
     if compiled:
@@ -153,7 +159,7 @@ def _measure(
         no_face_frames=len(run.no_face_frames),
     )
     np.save(folder / "matrices.npy", run.matrices)
-    artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md"]
+    artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md", TIMED_RUNS_FILE]
     _write_stage_table(metrics, folder / "stage_times.md")
     if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
         artifacts.append("stage_times.png")
