@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from parity import run_reference
 from scipy.io import wavfile
 
 from metrics.lse import SAMPLES_PER_FRAME, syncnet_scores
 from metrics.syncnet import SyncNet, load_syncnet
-from parity import run_reference
 
 TRACK = 14  # frames per face track (at least the 13 of the box smoothing): 9 five-frame windows each
 GAP = 30  # frames without a face between the two tracks: longer than the 25 that split a track
