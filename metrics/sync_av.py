@@ -12,7 +12,7 @@ correlation is taken with the audio moved by -15..+15 frames.
   alone such a clip's own speech can score below another clip's (README, "Scores", has the figures). On the
   demo clips' first 10 s their own speech gives 0.20-0.26 with natural offsets of -2..+2 frames, the same audio
   0.5 s late or early or the other clip's at most 0.22 (typically under 0.12); on synthesised speech (the
-  tests), 0.80-0.92 against at most 0.24. Only comparable between runs of the same input.
+  tests), 0.79-0.87 against at most 0.20. Only comparable between runs of the same input.
 - `sync_av_offset_frames`: the offset of the peak within +-15 frames; positive means the lips lag the sound
   (the same sign as SyncNet's offset).
 - `sync_av_peak_corr`: the correlation at that peak.
