@@ -2,9 +2,12 @@
 
 - FID: NVIDIA's Inception-v3 TorchScript (`inception-2015-12-05.pt`, as used by StyleGAN2-ADA and clean-fid),
   called as `net(uint8 NCHW, return_features=True)` -> 2048-d pool features; every frame is a sample.
-- FVD: the I3D TorchScript of StyleGAN-V (`i3d_torchscript.pt`, the one LatentSync's eval uses), called as
-  `net(x, rescale=False, resize=False, return_features=True)` on 16-frame clips at 224 x 224 in [-1, 1];
-  consecutive non-overlapping clips are the samples.
+- FVD: the procedure of LatentSync's eval/eval_fvd.py and eval/fvd.py: the I3D TorchScript of StyleGAN-V
+  (`i3d_torchscript.pt`) called as `net(x, rescale=False, resize=False, return_features=True)` on 16-frame
+  clips of 224 x 224 face crops (metrics.fvd_faces) with values in [0, 1], as LatentSync passes them (pixels
+  / 255; with rescale=False the network does not map them to [-1, 1] itself). LatentSync takes one clip,
+  frames 20-35, per video of a folder; with one video pair the samples here are its consecutive
+  non-overlapping clips.
 Features are pooled into running sums (mean and covariance), so memory does not grow with the video. With one
 video pair the sample counts are small (frames or clips of a single clip); compare values between runs of
 the same inputs, not with dataset-level numbers in papers.
@@ -16,13 +19,11 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import scipy.linalg
 import torch
 
 FVD_CLIP_FRAMES = 16
-FVD_SIZE = 224
 
 
 class GaussianStats:
@@ -112,15 +113,14 @@ def fid(
     return frechet_distance(a, b)
 
 
-def _clips(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    small = (cv2.resize(f, (FVD_SIZE, FVD_SIZE), interpolation=cv2.INTER_AREA) for f in frames)
-    for clip in _batches(small, FVD_CLIP_FRAMES):
+def _clips(crops: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for clip in _batches(crops, FVD_CLIP_FRAMES):
         if len(clip) == FVD_CLIP_FRAMES:  # a short tail is not a clip
             yield clip
 
 
 def _i3d_input(clip: torch.Tensor) -> torch.Tensor:
-    return clip.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # uint8 (t, h, w, 3) -> (1, 3, t, h, w) in [-1, 1]
+    return clip.permute(3, 0, 1, 2)[None].float() / 255.0  # uint8 (t, h, w, 3) -> (1, 3, t, h, w) in [0, 1]
 
 
 def fvd(
@@ -129,7 +129,7 @@ def fvd(
     reference: Iterable[np.ndarray],
     device: str | torch.device = "cpu",
 ) -> float:
-    """FVD between two videos, each cut into 16-frame clips (at least 2 clips, 32 frames, each)."""
+    """FVD between two videos' 224 x 224 face crops (RGB uint8), each cut into 16-frame clips (2 at least)."""
     device = torch.device(device)
     a, b = (
         _feature_stats(net, _clips(v), device, _i3d_input, rescale=False, resize=False) for v in (output, reference)

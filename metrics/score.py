@@ -195,8 +195,14 @@ def _reference_scores(
         return {"fid": frechet.fid(net, *pair(), device)}
 
     def fvd(weights: str | Path) -> dict[str, float]:
+        from metrics.fvd_faces import FaceCropper, face_crops
+
         net = frechet.load_feature_net(weights, "FVD", FVD_SOURCE, device)
-        return {"fvd": frechet.fvd(net, *pair(), device)}
+        cropper = FaceCropper()
+        try:
+            return {"fvd": frechet.fvd(net, *(face_crops(v, cropper) for v in pair()), device)}
+        finally:
+            cropper.close()
 
     def lpips(weights: tuple[str | Path, str | Path]) -> dict[str, float]:
         return {"lpips": mean_lpips(load_lpips(*weights, device=device), *pair(), device)}
