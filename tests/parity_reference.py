@@ -48,15 +48,7 @@ def lpips(args: dict) -> dict:
         return {"distances": net(x, y).flatten().tolist()}
 
 
-def fid(args: dict) -> dict:
-    """pytorch-fid on two folders of images, its Inception weights from torchvision's cache (TORCH_HOME)."""
-    from pytorch_fid.fid_score import calculate_fid_given_paths
-
-    value = calculate_fid_given_paths(args["folders"], batch_size=50, device="cpu", dims=2048, num_workers=0)
-    return {"fid": float(value)}
-
-
-TASKS = {"syncnet": syncnet, "lpips": lpips, "fid": fid}
+TASKS = {"syncnet": syncnet, "lpips": lpips}
 
 if __name__ == "__main__":
     task, spec, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
