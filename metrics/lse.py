@@ -12,8 +12,8 @@ The procedure follows syncnet_python's evaluation (as LatentSync's eval scripts 
   LSE-D = the smallest mean distance, LSE-C = median over offsets minus that minimum,
   offset = 15 - index of the minimum (positive: the lips lag the sound).
 Several tracks are averaged, the offset truncated to an integer, as LatentSync's eval/eval_sync_conf.py
-combines them (tests/test_parity_lse.py: equal to syncnet-python's evaluation within 1e-4). Differences from the reference: the
-boxes come from the caller (S3FD's, as the reference, or our detector's, whose boxes frame the face a little
+combines them (tests/test_parity_lse.py: equal to syncnet-python's evaluation within 1e-4). Differences from
+the reference: the boxes come from the caller (S3FD's, as the reference, or our detector's, whose boxes frame the face a little
 differently, so LSE values then compare between runs more than with papers), and crops are not re-encoded as
 video before scoring.
 """
