@@ -1,4 +1,4 @@
-"""The `harness` command: run | sweep | score | download | variants."""
+"""The `harness` command: run | sweep | report | compare | score | download | variants."""
 
 from __future__ import annotations
 
@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=cmd_download)
     variants = sub.add_parser("variants", help="list the variant families and their values")
     variants.set_defaults(func=cmd_variants)
+    from reports.commands import add_commands
+
+    add_commands(sub)  # report, compare
     return parser
 
 

@@ -105,10 +105,11 @@ def repeat_fps(record: TrialRecord) -> list[float]:
 
 
 def machine_busy(record: TrialRecord) -> list[str]:
-    """Why the machine was busy during this trial's timed repeats (each reason once); [] when it was quiet."""
+    """Why the machine was busy during this trial's timed repeats; [] when it was quiet."""
     path = record.folder / TIMED_RUNS_FILE
     runs = read_json(path)["runs"] if path.exists() else []
-    return list(dict.fromkeys(reason for run in runs for reason in busy_reasons(run)))
+    worst = {key: max(run[key] for run in runs if key in run) for key in {k for run in runs for k in run}}
+    return busy_reasons(worst)  # the busiest reading of each kind over the repeats
 
 
 def _input_of(record: TrialRecord) -> tuple[str, str]:

@@ -38,9 +38,14 @@ TOP_KEYS = (
     "torch_trace",
     "score",
     "keep_video",
+    "interleave",
     "experiment",
     "score_options",
 )
+# Timed repeats and warm-ups when a sweep file gives none: enough for a speed ratio's interval on a quiet
+# machine (harness.noise needs at least MIN_REPEATS on each side).
+DEFAULT_REPEATS = 5
+DEFAULT_WARMUP = 1
 SCORE_OPTIONS = ("syncnet_weights", "s3fd_weights", "fid_weights", "fvd_weights", "lpips_weights", "detector")
 
 
@@ -57,6 +62,9 @@ class Sweep:
     experiment: str
     description: str = ""
     lines: dict[tuple, int] = field(default_factory=dict)
+    interleave: bool = True  # repeats of the trials sharing an input in rounds (harness.interleave)
+    overrides: list[str] = field(default_factory=list)  # the --set and --only given: the report's command
+    only: list[str] = field(default_factory=list)
 
 
 def _key_lines(text: str) -> dict[tuple, int]:
@@ -124,8 +132,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
                 input_name=input_name,
                 video=_input_path(item.get("video", "demo"), path),
                 audio=_input_path(item.get("audio", "demo"), path),
-                repeats=int(data.get("repeats", 1)),
-                warmup=int(data.get("warmup", 0)),
+                repeats=int(data.get("repeats", DEFAULT_REPEATS)),
+                warmup=int(data.get("warmup", DEFAULT_WARMUP)),
                 profile=bool(data.get("profile", True)),
                 torch_trace=bool(data.get("torch_trace", False)),
                 score=bool(data.get("score", True)),
@@ -147,6 +155,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
         experiment=str(data.get("experiment") or data.get("name") or path.stem),
         description=str(data.get("description") or ""),
         lines=lines,
+        interleave=bool(data.get("interleave", True)),
+        overrides=list(overrides or []),
+        only=list(only or []),
     )
 
 
@@ -315,9 +326,8 @@ def run_sweep(
     Baseline outputs stay until every trial has been compared with them; with `keep_video: false` they are
     removed at the end."""
     from harness.launcher import run_in_subprocess
-    from harness.results import collect_results, write_json_atomic, write_table
-    from harness.runner import STAGES, output_path, resolve_inputs, run_trial
-    from reports.plots import SWEEP_PLOTS_DIR, draw_if_available, sweep_plots
+    from harness.results import write_json_atomic
+    from harness.runner import output_path, resolve_inputs, run_trial
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -327,11 +337,13 @@ def run_sweep(
             "file": str(sweep.path),
             "baseline": sweep.baseline,
             "experiment": sweep.experiment,
+            "command": sweep_command(sweep, out_dir, inline),
         },
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
     baseline_outputs: dict[str, Path] = {}
     results = []
+    deferred: list[tuple[Trial, Path, Path | None]] = []  # run below, interleaved
     bar = tqdm(ordered, desc=f"sweep {sweep.name}", unit="trial")
     for trial in bar:
         trial = resolve_inputs(trial)
@@ -342,15 +354,36 @@ def run_sweep(
             log.info("skipping finished trial %s (%s)", trial.name, folder.name)
         elif inline:
             result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
+        elif sweep.interleave:
+            deferred.append((trial, folder, baseline_outputs.get(trial.input_name)))
+            if trial.is_baseline:  # where it will write: it finishes before the others' last round
+                baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
+            continue
         else:
             result = run_in_subprocess(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
         if trial.is_baseline and result.status == "ok":
             baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
         results.append(result)
+    results += _run_in_rounds(deferred)
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)
-    table = collect_results(out_dir)
+    _write_summaries(sweep, out_dir, tracking_uri, log_mlflow)
+    return results
+
+
+def _write_summaries(sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_mlflow: bool) -> None:
+    """From the trials' files: speed ratios with intervals (and a warning if the machine was busy), the
+    results table, plots, MLflow and the report."""
+    from harness.noise import warn_if_busy, with_speed_ratios, write_speed_ratios
+    from harness.results import collect_results, write_table
+    from harness.runner import STAGES
+    from reports.build import write_report
+    from reports.plots import SWEEP_PLOTS_DIR, draw_if_available, sweep_plots
+
+    write_speed_ratios(out_dir, sweep.baseline)
+    warn_if_busy(out_dir)
+    table = with_speed_ratios(collect_results(out_dir), out_dir)
     write_table(table, out_dir)
     if draw_if_available(
         lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
@@ -360,7 +393,42 @@ def run_sweep(
         from harness.tracking import log_sweep
 
         log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+    if draw_if_available(lambda: write_report(out_dir)):
+        log.info("report: %s", out_dir / "report" / "report.md")
+
+
+def _run_in_rounds(deferred: list[tuple[Trial, Path, Path | None]]) -> list[TrialResult]:
+    """Each input's trials in fresh processes, their timed repeats interleaved (harness.interleave)."""
+    from functools import partial
+
+    from harness.interleave import run_interleaved
+    from harness.launcher import run_in_subprocess
+
+    results: list[TrialResult] = []
+    for input_name in dict.fromkeys(trial.input_name for trial, _, _ in deferred):
+        group = [item for item in deferred if item[0].input_name == input_name]
+        log.info(
+            "trials of input %s: %s, repeats interleaved", input_name, ", ".join(t.name for t, _, _ in group)
+        )
+        jobs = [
+            partial(run_in_subprocess, trial, folder, baseline_output=ref) for trial, folder, ref in group
+        ]
+        results += [r for r in run_interleaved(jobs) if r is not None]
     return results
+
+
+def sweep_command(sweep: Sweep, out_dir: Path, inline: bool = False) -> str:
+    """The `harness sweep` command line that reproduces this sweep (same file, overrides and trials)."""
+    import shlex
+
+    words = ["harness", "sweep", str(sweep.path), "--out-dir", str(out_dir)]
+    for override in sweep.overrides:
+        words += ["--set", override]
+    if sweep.only:
+        words += ["--only", ",".join(sweep.only)]
+    if inline:
+        words.append("--inline")
+    return shlex.join(words)
 
 
 def _finished(folder: Path, trial: Trial) -> TrialResult | None:

@@ -10,11 +10,14 @@ store in the working folder, `sqlite:///<workdir>/mlflow.db` with artifacts in `
 (artifacts are found through each experiment's artifact location, so no artifact option is needed).
 
 Runs: the parent is tagged `harness.sweep` (name) and `harness.sweep_hash` (sweep.json plus the folder's
-absolute path); each child is named after its trial and tagged `harness.trial_id` (its folder name,
+absolute path); each child is named after its trial and its variant values (`threads2 [threading=2]`), carries
+its speed ratio to the baseline (metrics `speedup_x`, `_low`, `_high`; tags `speed_verdict`, `machine_busy`,
+from speed_ratios.json) and is tagged `harness.trial_id` (its folder name,
 `<trial>-<trial hash>`, unique in the sweep), `harness.trial_key` (the hash) and `harness.result_digest`
 (a hash of its result.json). Logging the same sweep again reuses the parent, skips children whose
 result.json is unchanged and replaces (deletes, then logs anew) those that changed, e.g. a failed trial
-that was re-run. Only the sweep process writes here; trial processes write JSON files only.
+that was re-run. `<sweep>/mlflow_runs.json` records each trial's run id for the report's links. Only the sweep
+process writes here; trial processes write JSON files only.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.noise import read_speed_ratios
 from harness.results import (
     CONFIG_FILE,
     RESULT_FILE,
@@ -40,6 +44,7 @@ from harness.results import (
     load_trial,
     read_json,
     trial_folders,
+    write_json_atomic,
 )
 from reports.plots import SWEEP_PLOTS_DIR
 
@@ -55,6 +60,15 @@ KEY_MAX = 250
 BATCH_PARAMS_TAGS = 100
 BATCH_METRICS = 1000
 TRIAL_LOG_FILE = "trial.log"
+RUNS_FILE = "mlflow_runs.json"  # where each trial went: the report links to its run
+# From speed_ratios.json: the verdict and the busy flag are tags (filterable in the UI), the figures metrics.
+SPEED_TAGS = (
+    "speed_verdict",
+    "speed_verdict_reason",
+    "speed_baseline",
+    "machine_busy",
+    "machine_busy_reason",
+)
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -168,8 +182,17 @@ def _experiment_id(client: Any, name: str, artifact_location: str | None, uri: s
     return experiment.experiment_id
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def _digest(path: Path, speed: Mapping[str, Any]) -> str:
+    """Of result.json and the trial's speed entry (which changes when its baseline is re-run)."""
+    payload = path.read_bytes() + json.dumps(speed, sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def run_name(record: TrialRecord) -> str:
+    """The trial's name, with its variant values when the name does not already spell them out."""
+    values = ",".join(f"{k}={v}" for k, v in record.result.variants.items())
+    name = record.result.trial
+    return f"{name} [{values}]" if values and values not in name else name
 
 
 def _sweep_info(sweep_dir: Path) -> tuple[dict[str, Any], str]:
@@ -192,7 +215,13 @@ def _log_files(client: Any, run_id: str, folder: Path, files: Iterable[Path]) ->
 
 
 def _log_child(
-    client: Any, experiment_id: str, parent_id: str, sweep_name: str, record: TrialRecord, digest: str
+    client: Any,
+    experiment_id: str,
+    parent_id: str,
+    sweep_name: str,
+    record: TrialRecord,
+    digest: str,
+    speed: Mapping[str, Any],
 ) -> str:
     r = record.result
     start, end = _time_ms(record)
@@ -206,6 +235,7 @@ def _log_child(
         "status": r.status,
     }
     tags.update(r.tags)
+    tags.update({k: speed[k] for k in SPEED_TAGS if speed.get(k)})
     if r.reason:
         tags["skip_reason"] = r.reason
     if r.error:
@@ -218,9 +248,10 @@ def _log_child(
     # The config comes from config.json alone (result.json's params hold the variant values, not a copy).
     params = {**flatten(record.config, "config."), **flatten(r.params)}
     metrics = _numeric(r.metrics)
+    metrics.update(_numeric({k: v for k, v in speed.items() if k not in SPEED_TAGS}))
     if r.wall_s is not None:
         metrics.update(_numeric({"wall_s": r.wall_s}))
-    run = client.create_run(experiment_id, start_time=start, run_name=r.trial)
+    run = client.create_run(experiment_id, start_time=start, run_name=run_name(record))
     run_id = run.info.run_id
     _log_batch(client, run_id, params, metrics, tags, end)
     files = [record.folder / name for name in (RESULT_FILE, CONFIG_FILE, TRIAL_LOG_FILE)]
@@ -278,16 +309,26 @@ def log_sweep(
         for run in _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
     }
     logged = skipped = 0
+    speed = read_speed_ratios(sweep_dir)
+    run_ids: dict[str, str] = {}
     for record in records:
-        digest = _digest(record.folder / RESULT_FILE)
+        entry = speed.get(record.result.trial, {})
+        digest = _digest(record.folder / RESULT_FILE, entry)
         existing = children.get(record.folder.name)
         if existing is not None and existing.data.tags.get("harness.result_digest") == digest:
             skipped += 1
+            run_ids[record.result.trial] = existing.info.run_id
             continue
         if existing is not None:
             client.delete_run(existing.info.run_id)
-        _log_child(client, experiment_id, parent_id, sweep_name, record, digest)
+        run_ids[record.result.trial] = _log_child(
+            client, experiment_id, parent_id, sweep_name, record, digest, entry
+        )
         logged += 1
+    write_json_atomic(
+        sweep_dir / RUNS_FILE,
+        {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id, "runs": run_ids},
+    )
 
     counts = {f"trials_{s}": sum(r.result.status == s for r in records) for s in STATUSES}
     counts["trials"] = len(records)

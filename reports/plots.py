@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.results import replace_atomically
+from reports.labels import place_labels
+from reports.pareto import pareto_front
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +44,7 @@ def draw_if_available(draw: Callable[[], Any]) -> bool:
     return True
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -51,7 +53,7 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_png(figure: Figure, path: Path) -> Path:
     return replace_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
@@ -60,7 +62,7 @@ def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str |
     present = [s for s in stages if isinstance(metrics.get(f"{s}_s"), (int, float))]
     if not present:
         raise ValueError(f"no stage times (<stage>_s for {', '.join(stages)}) in the metrics")
-    figure = _figure(7, 0.45 * len(present) + 1.4)
+    figure = new_figure(7, 0.45 * len(present) + 1.4)
     ax = figure.add_subplot()
     rows = range(len(present))
     median = [metrics[f"{s}_s"] for s in present]
@@ -77,7 +79,7 @@ def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str |
         title += f": total {total:.2f} s, {fps:.2f} frames/s"
     ax.set_title(title)
     ax.legend(loc="lower right")
-    return _save(figure, Path(path))
+    return save_png(figure, Path(path))
 
 
 def sweep_plots(
@@ -98,11 +100,16 @@ def sweep_plots(
     axes = [(col, label, up) for col, label, up in QUALITY_AXES if col in ok and ok[col].notna().any()]
     if axes:
         paths.append(_speed_quality_plot(names, ok, axes, colours, out_dir / "speed_vs_quality.png"))
+    if "speedup_x" in ok and ok["speedup_x"].notna().any():
+        paths.append(_ratio_plot(names, ok, colours, out_dir / "speed_ratios.png"))
+    memory = [c for c in ("peak_rss_mb", "peak_vram_mb") if c in ok and ok[c].notna().any()]
+    if memory:
+        paths.append(_memory_plot(names, ok, memory, out_dir / "memory.png"))
     return paths
 
 
 def _fps_plot(names: list[str], fps: list[float], colours: list[str], path: Path) -> Path:
-    figure = _figure(7, 0.4 * len(names) + 1.4)
+    figure = new_figure(7, 0.4 * len(names) + 1.4)
     ax = figure.add_subplot()
     bars = ax.barh(range(len(names)), fps, color=colours)
     ax.bar_label(bars, fmt="%.2f", padding=3)
@@ -110,11 +117,11 @@ def _fps_plot(names: list[str], fps: list[float], colours: list[str], path: Path
     ax.invert_yaxis()
     ax.set_xlabel("frames per second (median of timed runs; baseline in red)")
     ax.set_title("speed per trial")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _stages_plot(names: list[str], ok: pd.DataFrame, stages: list[str], path: Path) -> Path:
-    figure = _figure(8, 0.4 * len(names) + 1.8)
+    figure = new_figure(8, 0.4 * len(names) + 1.8)
     ax = figure.add_subplot()
     left = [0.0] * len(names)
     for stage in stages:
@@ -126,21 +133,70 @@ def _stages_plot(names: list[str], ok: pd.DataFrame, stages: list[str], path: Pa
     ax.set_xlabel("seconds (median of timed runs)")
     ax.set_title("where the time goes")
     ax.legend(ncols=min(len(stages), 5), loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small")
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _speed_quality_plot(
     names: list[str], ok: pd.DataFrame, axes: list[tuple[str, str, bool]], colours: list[str], path: Path
 ) -> Path:
-    figure = _figure(5 * len(axes), 4.2)
+    """One panel per score: every trial, the Pareto front joined by a line, labels placed clear of each other."""
+    size = 6.5 if len(names) >= 10 else 5.0
+    figure = new_figure(size * len(axes), size * 0.85)
+    panels = []
     for i, (column, label, higher_better) in enumerate(axes):
         ax = figure.add_subplot(1, len(axes), i + 1)
-        ax.scatter(ok["fps"], ok[column], c=colours)
-        for name, x, y in zip(names, ok["fps"], ok[column], strict=True):
-            if y == y:  # not NaN
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+        ax.scatter(ok["fps"], ok[column], c=colours, zorder=3)
+        front = pareto_front(list(ok["fps"]), list(ok[column]), higher_better)
+        points = sorted((x, y) for x, y, on in zip(ok["fps"], ok[column], front, strict=True) if on)
+        ax.plot(*zip(*points, strict=True), color="#2ca02c", lw=1.2, ls="--", label="Pareto front", zorder=2)
+        ax.legend(loc="best", fontsize="small")
         ax.set_xlabel("frames per second")
         ax.set_ylabel(label + ("" if higher_better else " (lower is better)"))
         ax.grid(alpha=0.3)
-    figure.suptitle("speed against quality (up and right is better unless noted)")
-    return _save(figure, path)
+        ax.margins(0.25)
+        panels.append((ax, column))
+    figure.suptitle("speed vs quality (right: faster; up: better unless noted)", fontsize="medium")
+    for ax, column in panels:  # labels last: they are placed against the final layout
+        scored = ok[column].notna()
+        place_labels(
+            ax,
+            list(ok["fps"][scored]),
+            list(ok[column][scored]),
+            [n for n, s in zip(names, scored, strict=True) if s],
+        )
+    return save_png(figure, path)
+
+
+def _ratio_plot(names: list[str], ok: pd.DataFrame, colours: list[str], path: Path) -> Path:
+    """Each trial's speed over its baseline's with the 95% interval; grey where it cannot be told from 1."""
+    figure = new_figure(7, 0.4 * len(names) + 1.6)
+    ax = figure.add_subplot()
+    value = ok["speedup_x"].astype(float)
+    low = (value - ok.get("speedup_x_low", value)).astype(float).fillna(0.0).clip(lower=0)
+    high = (ok.get("speedup_x_high", value) - value).astype(float).fillna(0.0).clip(lower=0)
+    verdicts = list(ok.get("speed_verdict", [""] * len(names)))
+    shades = [c if v != "not distinguishable" else "#bbbbbb" for c, v in zip(colours, verdicts, strict=True)]
+    ax.barh(range(len(names)), value.fillna(0.0), xerr=[low, high], color=shades, capsize=3)
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("frames/s over the baseline's, 95% bootstrap interval")
+    ax.set_title("speed ratio to the baseline (grey: not distinguishable from 1)", fontsize="medium")
+    return save_png(figure, path)
+
+
+def _memory_plot(names: list[str], ok: pd.DataFrame, columns: list[str], path: Path) -> Path:
+    figure = new_figure(7, 0.45 * len(names) * len(columns) + 1.6)
+    ax = figure.add_subplot()
+    height = 0.8 / len(columns)
+    labels = {"peak_rss_mb": "peak host RSS", "peak_vram_mb": "peak GPU (allocated)"}
+    for i, column in enumerate(columns):
+        rows = [r + (i - (len(columns) - 1) / 2) * height for r in range(len(names))]
+        bars = ax.barh(rows, ok[column].astype(float).fillna(0.0), height=height, label=labels[column])
+        ax.bar_label(bars, fmt="%.0f", padding=3, fontsize="small")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("MiB (largest over the timed runs)")
+    ax.set_title("peak memory per trial")
+    ax.legend(loc="lower right")
+    return save_png(figure, path)

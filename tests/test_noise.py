@@ -104,3 +104,19 @@ def test_a_busy_machine_is_reported(tmp_path: Path) -> None:
     write_speed_ratios(tmp_path, "baseline")
     [warning] = warn_if_busy(tmp_path)
     assert "other processes used 55% of the CPU" in warning and "load average 3.9 on 2 cores" in warning
+
+
+def test_the_report_marks_the_noisy_trial_and_draws_real_images(noisy_sweep: Path) -> None:
+    import cv2
+
+    from reports.build import write_report
+
+    text = write_report(noisy_sweep).read_text()
+    noisy_row = next(line for line in text.splitlines() if line.startswith("| noisy |"))
+    assert "not distinguishable" in noisy_row and "faster" in text
+    pngs = sorted((noisy_sweep / "report").glob("*.png"))
+    assert {"speed_ratios.png", "fps.png"} <= {p.name for p in pngs}
+    for png in pngs:
+        image = cv2.imread(str(png))
+        assert image is not None and image.shape[0] > 100 and image.std() > 0  # a real, non-blank image
+        assert f"({png.name})" in text  # and the report shows it

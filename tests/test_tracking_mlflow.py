@@ -168,7 +168,7 @@ def test_log_sweep_to_a_server_then_relog_adds_no_children(mlflow_server: str, t
 
     children = _children(mlflow_server, experiment_id, parent_id)
     by_name = {_tags(run)["mlflow.runName"]: run for run in children}
-    assert sorted(by_name) == ["base", "fp16", "steps=10"]
+    assert sorted(by_name) == ["base", "fp16 [precision=fp16]", "steps=10"]  # names carry variant values
 
     base = _get(mlflow_server, "/api/2.0/mlflow/runs/get", run_id=by_name["base"]["info"]["run_id"])["run"]
     params = {p["key"]: p["value"] for p in base["data"]["params"]}
@@ -185,7 +185,7 @@ def test_log_sweep_to_a_server_then_relog_adds_no_children(mlflow_server: str, t
     failed = by_name["steps=10"]
     assert failed["info"]["status"] == "FAILED" and _tags(failed)["error"] == "RuntimeError: boom"
     assert {p["key"] for p in failed["data"]["params"]} >= {"variant.steps", "odd_key__ms_"}
-    assert _tags(by_name["fp16"])["skip_reason"] == "needs a GPU"
+    assert _tags(by_name["fp16 [precision=fp16]"])["skip_reason"] == "needs a GPU"
 
     assert log_sweep(sweep, "harness-test", tracking_uri=mlflow_server) == parent_id
     assert len(_children(mlflow_server, experiment_id, parent_id)) == 3
@@ -219,7 +219,7 @@ def test_default_store_is_sqlite_and_mlartifacts_in_the_working_folder(
     experiment = client.get_experiment_by_name("embedded")
     assert experiment.artifact_location == (workdir / "mlartifacts").as_uri()
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
-    assert sorted(run.info.run_name for run in children) == ["base", "fp16", "steps=10"]
+    assert sorted(run.info.run_name for run in children) == ["base", "fp16 [precision=fp16]", "steps=10"]
 
 
 def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
