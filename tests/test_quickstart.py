@@ -67,8 +67,49 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
     plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
     assert {"plots/fps.png", "plots/stage_times.png", "plots/speed_vs_quality.png"} <= plots
 
+    _check_report(tmp_path / "out", client, children)
+
     again = _sweep(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipping finished trial") == len(trials)
     runs_after = client.search_runs([experiment.experiment_id], max_results=100)
     assert len(runs_after) == len(runs)
+
+
+def _check_report(out: Path, client, children: list) -> None:
+    """The report the sweep wrote: its tables hold the logged numbers, its PNGs are real images."""
+    import cv2
+
+    from reports.sweep_data import load
+    from reports.tables import quality_table, speed_table
+
+    text = (out / "report" / "report.md").read_text()
+    assert text.startswith("# Sweep `quickstart`") and "Not LatentSync's weights" in text
+    csv = pd.read_csv(out / "results.csv").set_index("trial")
+    speed, quality = speed_table(load(out)), quality_table(load(out))
+    assert list(speed.index)[0] == "baseline" and sorted(speed.index) == sorted(csv.index)
+    runs = {r.data.tags["harness.trial_id"]: r for r in children}
+    for trial, row in speed.iterrows():
+        logged = runs[Path(csv.loc[trial, "folder"]).name].data
+        for column in ("fps", "rtf", "peak_rss_mb", "denoise_s", "total_s"):
+            assert (
+                row[column] == pytest.approx(csv.loc[trial, column]) == pytest.approx(logged.metrics[column])
+            )
+        assert f"| {trial} | {row['fps']:.2f} | {row['rtf']:.3f} |" in text
+        # with the CI's single cold run there is no spread to judge by: never a verdict
+        assert row["speed_verdict"] == ("baseline" if trial == "baseline" else "not distinguishable")
+        assert logged.tags["speed_verdict"] == row["speed_verdict"]
+        if trial != "baseline":
+            assert quality.loc[trial, "psnr_db"] == pytest.approx(logged.metrics["psnr_db"])
+            assert quality.loc[trial, "fidelity_gate"] == logged.tags["fidelity_gate"]
+            assert quality.loc[trial, "psnr_outside_mouth_db_diff"] == pytest.approx(
+                logged.metrics["psnr_outside_mouth_db"] - csv.loc["baseline", "psnr_outside_mouth_db"]
+            )
+        assert f"/runs/{runs[Path(csv.loc[trial, 'folder']).name].info.run_id})" in text  # linked to its run
+    pngs = sorted((out / "report").glob("*.png"))
+    assert {"fps.png", "stage_times.png", "speed_vs_quality.png", "memory.png", "frame_strip.png"} <= {
+        p.name for p in pngs
+    }
+    for png in pngs:
+        image = cv2.imread(str(png))
+        assert image is not None and image.shape[0] > 100 and image.std() > 0, png

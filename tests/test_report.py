@@ -78,7 +78,10 @@ def test_compare_flags_a_regression_beyond_the_noise_only(tmp_path: Path, capsys
 
 
 def test_report_command_by_sweep_name_without_mlflow(tmp_path: Path, monkeypatch) -> None:
-    _sweep(tmp_path / "outputs" / "mine", {"baseline": [1.0, 1.01, 0.99], "fast": [0.5, 0.51, 0.49]})
+    _sweep(
+        tmp_path / "outputs" / "mine",
+        {"baseline": [1.0, 1.01, 0.99, 1.0, 1.0], "fast": [0.5, 0.51, 0.49, 0.5, 0.5]},
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["report", "mine", "--out", "rep"]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
