@@ -85,8 +85,8 @@ def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str |
 def sweep_plots(
     table: pd.DataFrame, out_dir: str | Path, stages: Sequence[str], baseline: str | None = None
 ) -> list[Path]:
-    """fps per trial, stacked stage times per trial, and speed against each quality score present; written
-    to `out_dir`. Only trials with status ok are drawn; an empty list when there are none."""
+    """fps per trial, stacked stage times per trial, speed against each quality score present (with the Pareto
+    front), speed ratios to the baseline with their intervals and peak memory, where measured; written to `out_dir`. Only trials with status ok are drawn; an empty list when there are none."""
     ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
     if ok.empty or "fps" not in ok:
         return []
