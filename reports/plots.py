@@ -198,5 +198,6 @@ def _memory_plot(names: list[str], ok: pd.DataFrame, columns: list[str], path: P
     ax.invert_yaxis()
     ax.set_xlabel("MiB (largest over the timed runs)")
     ax.set_title("peak memory per trial")
-    ax.legend(loc="lower right")
+    ax.margins(x=0.15)  # room for the value labels
+    ax.legend(loc="best", fontsize="small")
     return save_png(figure, path)
