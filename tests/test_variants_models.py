@@ -370,7 +370,7 @@ def test_compile_comes_last_and_compiles_the_wrapper_not_the_bypassed_unet(unet)
     wrapper = pipeline.unet
     assert isinstance(wrapper, DeepCacheUNet)
     assert wrapper._full != wrapper.full_path and wrapper._shallow != wrapper.shallow_path
-    assert vae.decoder._compiled_call_impl is not None
+    assert vae.decoder._compiled_call_impl is not None and vae.encoder._compiled_call_impl is not None
     assert unet._compiled_call_impl is None
 
 

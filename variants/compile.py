@@ -1,4 +1,4 @@
-"""torch.compile of the U-Net and the VAE decoder, in one of torch's modes, or CUDA graphs alone.
+"""torch.compile of the U-Net and the VAE (encoder and decoder), in one of torch's modes, or CUDA graphs alone.
 
 Compile comes last in the transform order, so whatever the U-Net is by then (a DeepCache wrapper, a quantized or
 pruned U-Net) is what gets compiled. torch compiles lazily (the first call traces and builds), so the cost
@@ -32,7 +32,7 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "cudagraphs")
 
 class Compile(ChoiceVariant):
     family = "compile"
-    summary = "torch.compile of the U-Net and VAE decoder (mode), or CUDA graphs of them"
+    summary = "torch.compile of the U-Net and VAE encoder/decoder (mode), or CUDA graphs of them"
     field_name = "compile"
     choices = MODES
     aliases = {"false": "off", "none": "off", "true": "default"}
@@ -73,14 +73,16 @@ class Compile(ChoiceVariant):
             unet.compile(**kwargs)
             return unet
 
-        def compile_decoder(vae: Any, _pipeline: LipsyncPipeline) -> Any:
-            decoder = getattr(vae, "decoder", None)
-            if isinstance(decoder, torch.nn.Module):
-                decoder.compile(**kwargs)
+        def compile_vae(vae: Any, _pipeline: LipsyncPipeline) -> Any:
+            # Both halves: at 512 the two encodes per segment (masked and reference frames) cost more than the
+            # decode.
+            for part in (getattr(vae, "encoder", None), getattr(vae, "decoder", None)):
+                if isinstance(part, torch.nn.Module):
+                    part.compile(**kwargs)
             return vae
 
         label = f"compile={self.value}"
-        return [Transform("unet", label, compile_unet), Transform("vae", label, compile_decoder)]
+        return [Transform("unet", label, compile_unet), Transform("vae", label, compile_vae)]
 
 
 def compile_cache_folder(setting: str) -> Path | None:
