@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
     from harness.config import field_names
+    from harness.pipeline.distributed import current_shard, rank_folder
     from harness.runner import STAGES, output_path, resolve_inputs, run_trial
     from harness.trial import Trial
 
@@ -76,10 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     config = resolve_inputs(trial).resolve()  # every setting checked before anything loads
     run_dir = Path(args.run_dir or Path("outputs") / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    shard = current_shard()  # under torchrun: this rank's share of the video (harness.pipeline.distributed)
+    if shard is not None:
+        run_dir = rank_folder(Path(shard.agree(str(run_dir))), shard)
     print(f"run folder: {run_dir} (config.json, result.json)")
     result = run_trial(trial, run_dir)
     if result.status != "ok":
         raise RuntimeError(result.error or result.reason)
+    if shard is not None and shard.rank:
+        return 0  # rank 0 wrote the video and reports the run
     m = result.metrics
     if result.tags.get("weights.synthetic") == "true":
         print(
@@ -119,7 +125,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             notes += [f"{family}: no-op on this base" for family in trial.noop_families()]
             print(f"  {trial.folder_name()}  {json.dumps(trial.variants)} ({'; '.join(notes) or 'baseline'})")
         return 0
-    results = run_sweep(sweep, out_dir, inline=args.inline, log_mlflow=not args.no_mlflow)
+    if args.executor == "ray":
+        from harness.ray_executor import import_ray
+
+        if args.inline:
+            raise ValueError("--inline runs the trials in this process; it cannot go with --executor ray")
+        import_ray()  # not installed: say so before anything runs
+    results = run_sweep(
+        sweep,
+        out_dir,
+        inline=args.inline,
+        log_mlflow=not args.no_mlflow,
+        executor=args.executor,
+        ray_address=args.address,
+    )
     print("\n| trial | status | fps | total s | note |\n| --- | --- | ---: | ---: | --- |")
     for r in results:
         m = r.metrics
@@ -213,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--no-mlflow", action="store_true", help="do not log to MLflow (results stay in JSON/CSV)"
+    )
+    sweep.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a fresh process per trial on this machine (default); ray: a Ray task per trial, one GPU "
+        'each (one CPU for CPU trials), trials side by side; needs the ray extra (pip install -e ".[ray]")',
+    )
+    sweep.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --executor ray: the Ray cluster to join (auto, HOST:6379, ray://HOST:10001); default: start "
+        "one on this machine with all its GPUs and CPUs",
     )
     sweep.set_defaults(func=cmd_sweep)
     score = sub.add_parser("score", help="score a video's lip-sync and visual quality")

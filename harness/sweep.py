@@ -320,9 +320,13 @@ def run_sweep(
     inline: bool = False,
     tracking_uri: str | None = None,
     log_mlflow: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[TrialResult]:
     """Run every trial not finished yet (baselines first); write the results table; log to MLflow.
 
+    executor: "local" (a fresh process per trial on this machine) or "ray" (a Ray task per trial on the
+    cluster at `ray_address`, default a new local one: harness.ray_executor).
     Baseline outputs stay until every trial has been compared with them; with `keep_video: false` they are
     removed at the end."""
     from harness.launcher import run_in_subprocess
@@ -354,7 +358,7 @@ def run_sweep(
             log.info("skipping finished trial %s (%s)", trial.name, folder.name)
         elif inline:
             result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
-        elif sweep.interleave:
+        elif sweep.interleave or executor == "ray":
             deferred.append((trial, folder, baseline_outputs.get(trial.input_name)))
             if trial.is_baseline:  # where it will write: it finishes before the others' last round
                 baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
@@ -364,7 +368,12 @@ def run_sweep(
         if trial.is_baseline and result.status == "ok":
             baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
         results.append(result)
-    results += _run_in_rounds(deferred)
+    if executor == "ray":
+        from harness.ray_executor import run_on_ray
+
+        results += run_on_ray(deferred, ray_address)
+    else:
+        results += _run_in_rounds(deferred)
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from harness.config import RunConfig
 from harness.pipeline.denoise import SegmentLatents, denoise
+from harness.pipeline.distributed import NoVideo, Shard, current_shard
 from harness.pipeline.frames import FrameSource
 from harness.pipeline.overlap import run_overlapped
 
@@ -66,6 +67,7 @@ class _Segment:
     start: int
     frames: list[np.ndarray]
     sources: list[int]
+    group: int = 0  # ordinal of its U-Net call in the run: which rank owns it (harness.pipeline.distributed)
     has_face: np.ndarray | None = None
     matrices: np.ndarray | None = None
     pixels: torch.Tensor | None = None  # (f, 3, r, r) in [-1, 1]
@@ -208,9 +210,12 @@ class LipsyncPipeline:
         source = FrameSource(
             video, num_out, expected_frames=round(info.duration_s * FPS), spill_dir=Path(out).parent
         )
-        stages = _RunStages(self, chunks, timer, num_out)
-        writer = VideoWriter(
-            out, fps=FPS, crf=cfg.crf, preset=cfg.encoder_preset, threads=cfg.encoder_threads
+        shard = current_shard()
+        stages = _RunStages(self, chunks, timer, num_out, shard)
+        writer = (
+            VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.encoder_preset, threads=cfg.encoder_threads)
+            if shard is None or shard.rank == 0
+            else NoVideo()
         )
         try:
             with writer, tqdm(total=num_out, desc="lip-sync", unit="frame", leave=False) as stages.bar:
@@ -249,6 +254,7 @@ class LipsyncPipeline:
         frames = iter(source)
         size = self.config.segment_frames
         group: list[_Segment] = []
+        ordinal = 0
         for start in range(0, num_out, size):
             count = min(size, num_out - start)
             with timer.stage("read"):
@@ -257,13 +263,22 @@ class LipsyncPipeline:
             if group and (len(group) == self.config.segments_per_call or count != len(group[0].frames)):
                 yield group
                 group = []
+                ordinal += 1
+            seg.group = ordinal
             group.append(seg)
         if group:
             yield group
 
     def _detect_and_align(
-        self, seg: _Segment, state: _AlignState, pool: ThreadPoolExecutor | None, timer: Any
+        self,
+        seg: _Segment,
+        state: _AlignState,
+        pool: ThreadPoolExecutor | None,
+        timer: Any,
+        warp: bool = True,
     ) -> None:
+        """Detect and align every segment in order (the smoothing carries over); warp the faces of the
+        segments this process encodes."""
         from harness.pipeline.align import estimate_matrices, warp_faces
 
         res = self.config.resolution
@@ -290,6 +305,8 @@ class LipsyncPipeline:
             seg.matrices = np.stack(
                 [state.matrices.get(s, np.full((2, 3), np.nan, np.float32)) for s in seg.sources]
             ).astype(np.float32)
+            if not warp:
+                return
             faces_u8 = np.full((len(seg.frames), res, res, 3), 127, dtype=np.uint8)
             idx = list(np.flatnonzero(seg.has_face))
             if idx:
@@ -324,6 +341,18 @@ class LipsyncPipeline:
                 audio=chunks[seg.start : seg.start + f].to(self.device, self.dtype),
             )
 
+    def _skip_encode(self, seg: _Segment) -> None:
+        """A segment another rank encodes: draw the VAE sampling noise its two encodes would draw, so this rank's
+        generator reaches the next segment where a single run's does (TAESD's encoder draws none)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if self.config.vae != "full":
+            return
+        side = self.config.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        shape = (len(seg.frames), self.vae.config.latent_channels, side, side)
+        for _ in range(2):
+            randn_tensor(shape, generator=self._rng, device=self.device, dtype=self.dtype)
+
     def _encode_images(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         posterior = self.vae.encode(images).latent_dist
         return posterior.sample(generator=generator) * LATENT_SCALE
@@ -356,7 +385,8 @@ class LipsyncPipeline:
                 seg.decoded = images * (1 - keep) + seg.pixels.to(images.dtype) * keep
                 seg.latents = None
 
-    def _restore_write(self, seg: _Segment, writer: Any, pool: ThreadPoolExecutor | None, timer: Any) -> None:
+    def _restore(self, seg: _Segment, pool: ThreadPoolExecutor | None, timer: Any) -> list[np.ndarray]:
+        """The segment's frames with the generated faces pasted back; frees the segment's tensors."""
         from harness.pipeline.align import restore_faces
 
         with timer.stage("restore"):
@@ -379,20 +409,20 @@ class LipsyncPipeline:
             )
             for i, frame in zip(idx, restored, strict=True):
                 out[i] = frame
-        with timer.stage("write"):
-            for frame in out:
-                writer.write(frame)
         seg.frames = []
         seg.decoded = None
         seg.pixels = None
+        return out
 
 
 class _RunStages:
     """One run's three stage groups over segment groups: prepare (detect, align), on_gpu (encode, denoise,
     decode), finish (restore, write). Run serially or overlapped, each sees the groups in order."""
 
-    def __init__(self, pipeline: LipsyncPipeline, chunks: torch.Tensor, timer: Any, num_out: int) -> None:
-        self.pipeline, self.chunks, self.timer = pipeline, chunks, timer
+    def __init__(
+        self, pipeline: LipsyncPipeline, chunks: torch.Tensor, timer: Any, num_out: int, shard: Shard | None
+    ) -> None:
+        self.pipeline, self.chunks, self.timer, self.shard = pipeline, chunks, timer, shard
         workers = pipeline.config.workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="frames") if workers > 0 else None
         self.state = _AlignState()
@@ -401,12 +431,19 @@ class _RunStages:
         self.bar: Any = None
         self.writer: Any = None
 
+    def _own(self, group: list[_Segment]) -> bool:
+        return self.shard is None or self.shard.owns(group[0].group)
+
     def prepare(self, group: list[_Segment]) -> list[_Segment]:
         for seg in group:
-            self.pipeline._detect_and_align(seg, self.state, self.pool, self.timer)
+            self.pipeline._detect_and_align(seg, self.state, self.pool, self.timer, warp=self._own(group))
         return group
 
     def on_gpu(self, group: list[_Segment]) -> list[_Segment]:
+        if not self._own(group):
+            for seg in group:
+                self.pipeline._skip_encode(seg)
+            return group
         for seg in group:
             self.pipeline._encode(seg, self.chunks, self.timer)
         self.pipeline._denoise(group, self.timer)
@@ -417,7 +454,25 @@ class _RunStages:
             self.matrices[seg.start : seg.start + len(seg.frames)] = seg.matrices
             self.no_face.extend(seg.start + int(i) for i in np.flatnonzero(~seg.has_face))
             self.bar.update(len(seg.frames))
-            self.pipeline._restore_write(seg, self.writer, self.pool, self.timer)
+            frames = self._frames(seg, own=self._own(group))
+            with self.timer.stage("write"):
+                for frame in frames:
+                    self.writer.write(frame)
+
+    def _frames(self, seg: _Segment, own: bool) -> list[np.ndarray]:
+        """What this process writes of a segment: its restored frames, or on rank 0 another rank's; a rank
+        other than 0 sends its own to rank 0 and writes nothing."""
+        if own:
+            frames = self.pipeline._restore(seg, self.pool, self.timer)
+            if self.shard is None or self.shard.rank == 0:
+                return frames
+            with self.timer.stage("gather"):
+                self.shard.send(frames)
+        elif self.shard is not None and self.shard.rank == 0:
+            with self.timer.stage("gather"):
+                return self.shard.receive(seg.frames, seg.group)
+        seg.frames = []
+        return []
 
     def close(self) -> None:
         if self.pool is not None:
