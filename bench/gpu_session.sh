@@ -15,15 +15,20 @@ set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
 mkdir -p "$OUT" "$SITE"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-for archive in .whl/*.zip; do [ -e "$archive" ] && python3 -m zipfile -e "$archive" "$SITE"; done
-for archive in .whl/*.tar.xz; do [ -e "$archive" ] && tar xJf "$archive" -C "$SITE"; done
+# .whl/, or bench/scaleout.sh's smaller .whl_min/ and .whl_ray/: whichever were carried
+for dir in .whl .whl_min .whl_ray; do
+  [ -d "$dir" ] || continue
+  ls "$dir"/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target "$SITE" "$dir"/*.whl
+  for archive in "$dir"/*.zip; do [ -e "$archive" ] && python3 -m zipfile -e "$archive" "$SITE"; done
+  for archive in "$dir"/*.tar.xz; do [ -e "$archive" ] && tar xJf "$archive" -C "$SITE"; done
+done
 export PYTHONPATH="$PWD:$SITE" PYTHONUNBUFFERED=1
 python3 - <<'PY' 2>&1 | tee "$OUT/probe.txt"
 import importlib
 for name in ("torch", "diffusers", "transformers", "av", "cv2", "mediapipe", "matplotlib", "pandas", "pyarrow",
              "yaml", "tqdm", "psutil", "scipy", "skimage", "mlflow", "onnxruntime", "insightface", "torchao",
-             "bitsandbytes", "triton"):
+             "bitsandbytes", "triton", "ray"):
     try:
         module = importlib.import_module(name)
         print(f"{name:14s} {getattr(module, '__version__', 'ok')}")
