@@ -55,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from harness.config import field_names
     from harness.pipeline.distributed import current_shard, rank_folder
+    from harness.preflight import check_run
     from harness.runner import STAGES, output_path, resolve_inputs, run_trial
     from harness.trial import Trial
 
@@ -80,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     shard = current_shard()  # under torchrun: this rank's share of the video (harness.pipeline.distributed)
     if shard is not None:
         run_dir = rank_folder(Path(shard.agree(str(run_dir))), shard)
+    check_run(config, output_path(config, run_dir))  # inputs, device and output, before the folder exists
     print(f"run folder: {run_dir} (config.json, result.json)")
     result = run_trial(trial, run_dir)
     if result.status != "ok":
@@ -168,6 +170,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     for key, reason in result.skipped.items():
         print(f"{key}: not computed: {reason}", file=sys.stderr)
+    if not result.scores:
+        print(f"error: no score could be computed for {args.video}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result.scores, indent=2, sort_keys=True))
     else:
@@ -297,7 +302,18 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`harness variants | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a sweep (harness.interrupts)
+        from harness.interrupts import exit_status
+
+        print(f"\ninterrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
+        return exit_status(exc)
+    except OSError as exc:  # permissions, a full disk, ...: say which file
+        if args.verbose:
+            raise
+        where = f": {exc.filename}" if exc.filename and str(exc.filename) not in str(exc) else ""
+        print(f"error: {exc}{where}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, RuntimeError) as exc:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -54,9 +54,22 @@ def failed_result(trial: Trial, error: str, details: str = "") -> TrialResult:
     )
 
 
-def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -> TrialResult:
-    """Run one trial in this process and write its result.json; returns the result."""
+def run_trial(
+    trial: Trial, folder: Path, baseline_output: Path | None = None, lock: bool = True
+) -> TrialResult:
+    """Run one trial in this process and write its result.json; returns the result. Holds the folder's lock
+    (FolderBusyError if another run holds it) unless the caller already does (`lock=False`)."""
+    from harness.folder_lock import FolderLock
+
+    if not lock:
+        return _run_trial(trial, folder, baseline_output)
+    with FolderLock(folder, what=f"run {trial.name}"):
+        return _run_trial(trial, folder, baseline_output)
+
+
+def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> TrialResult:
     from harness.env_info import collect_env
+    from harness.preflight import check_run
     from variants import active_variants
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,6 +77,8 @@ def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -
     result = failed_result(trial, "")
     try:
         config = trial.resolve()
+        output = output_path(config, folder)
+        check_run(config, output)
         config.write(folder / "config.json")
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
@@ -80,7 +95,6 @@ def run_trial(trial: Trial, folder: Path, baseline_output: Path | None = None) -
             if reason:
                 result.status, result.reason = "skipped", f"{variant.family}={variant.value}: {reason}"
                 return result
-        output = output_path(config, folder)
         result.metrics, result.artifacts, weights_kind, result.transforms = _measure(
             trial, config, folder, output
         )

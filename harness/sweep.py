@@ -10,6 +10,7 @@ import difflib
 import itertools
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from harness.config import ConfigError, resolve
 from harness.results import RESULT_FILE, TrialResult, load_trial
-from harness.trial import Trial, build_variants
+from harness.trial import Trial, build_variants, safe_name
 from variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
                 raise at.fail(f"trial {name!r}: {exc}", *origin) from None
             trials.append(trial)
     return Sweep(
-        name=str(data.get("name") or path.stem),
+        name=_check_name(str(data.get("name") or path.stem), at),
         path=path,
         trials=_select(trials, only, path, at),
         baseline=baseline,
@@ -159,6 +160,17 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
         overrides=list(overrides or []),
         only=list(only or []),
     )
+
+
+def _check_name(name: str, at: _Locator) -> str:
+    """The sweep's name becomes its output folder (outputs/<name>): one plain folder name, nothing that could
+    point elsewhere."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise at.fail(
+            f"name {name!r}: use letters, digits and . _ - only (it names the output folder outputs/<name>)",
+            "name",
+        )
+    return name
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
@@ -269,6 +281,15 @@ def _select(trials: list[Trial], only: list[str] | None, path: Path, at: _Locato
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise at.fail(f"trial names repeat: {', '.join(duplicates)}", "trials")
+    folders: dict[str, str] = {}
+    for name in names:
+        other = folders.setdefault(safe_name(name), name)
+        if other != name:
+            raise at.fail(
+                f"trial names {other!r} and {name!r} differ only in characters a folder name cannot hold "
+                f"(both would be {safe_name(name)!r}); rename one",
+                "trials",
+            )
     if not only:
         return trials
     unknown = [n for n in only if n not in names]
@@ -314,7 +335,40 @@ def _input_path(value: str, sweep_path: Path) -> str:
     return str(candidate.resolve() if candidate.exists() else Path(value).resolve())
 
 
-def run_sweep(
+def run_sweep(sweep: Sweep, out_dir: Path, **options: Any) -> list[TrialResult]:
+    """Check every trial's inputs and output first (nothing runs if one cannot), then run the sweep holding its
+    folder's lock: a second sweep on the same folder stops with a message instead of running every trial
+    again beside this one. Ctrl-C, SIGTERM or SIGHUP end the running trial processes, record those trials as
+    failed (killed, with the reason) and end the sweep; running it again resumes. Options: `_run_sweep`'s."""
+    from harness.folder_lock import FolderLock
+    from harness.interrupts import signals_interrupt
+    from harness.launcher import stop_all
+
+    with FolderLock(out_dir, what=f"sweep {sweep.name}"), signals_interrupt():
+        check_trials(sweep, out_dir)
+        try:
+            return _run_sweep(sweep, out_dir, **options)
+        except KeyboardInterrupt as exc:
+            stop_all(f"the sweep was interrupted ({exc or 'Ctrl-C'})")
+            raise
+
+
+def check_trials(sweep: Sweep, out_dir: Path) -> None:
+    """Before any trial runs: each trial's inputs readable with the streams it needs, its output writable, in a
+    known container and none of its inputs (a run never writes over or removes an input)."""
+    from harness.preflight import check_run
+    from harness.runner import output_path, resolve_inputs
+
+    for trial in sweep.trials:
+        trial = resolve_inputs(trial)
+        config = trial.resolve()
+        try:
+            check_run(config, output_path(config, out_dir / "trials" / trial.folder_name()))
+        except (ValueError, OSError) as exc:
+            raise SweepError(f"{sweep.path}: trial {trial.name!r}: {exc}") from None
+
+
+def _run_sweep(
     sweep: Sweep,
     out_dir: Path,
     inline: bool = False,

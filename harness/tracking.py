@@ -60,6 +60,7 @@ KEY_MAX = 250
 BATCH_PARAMS_TAGS = 100
 BATCH_METRICS = 1000
 TRIAL_LOG_FILE = "trial.log"
+STORE_LOCK_WAIT_S = 600.0  # another sweep logging to the same SQLite store is waited for this long
 RUNS_FILE = "mlflow_runs.json"  # where each trial went: the report links to its run
 # From speed_ratios.json: the verdict and the busy flag are tags (filterable in the UI), the figures metrics.
 SPEED_TAGS = (
@@ -282,11 +283,43 @@ def log_sweep(
 
     `workdir` holds the embedded store when no URI is given (default: the current folder).
     """
+    sweep_dir = Path(sweep_dir).resolve()
+    uri, artifact_location = resolve_tracking(tracking_uri, workdir)
+    with _store_lock(uri):
+        return _log_sweep(sweep_dir, experiment_name, uri, artifact_location)
+
+
+def _store_lock(uri: str) -> Any:
+    """For a SQLite store, one harness process at a time: two creating a fresh store's schema at once crash one
+    ('duplicate column name'), and SQLite serialises writers anyway. Servers handle concurrency themselves."""
+    from contextlib import nullcontext
+
+    from harness.folder_lock import FolderLock
+
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return FolderLock(db.parent, what=f"MLflow logging to {db}", wait_s=STORE_LOCK_WAIT_S, name=f".{db.name}.lock")
+
+
+def _close_killed(client: Any, runs: list) -> list:
+    """Runs left RUNNING by a killed sweep are closed as KILLED and deleted (a trial logged again must appear
+    once under its parent); returns the runs still active."""
+    active = []
+    for run in runs:
+        if run.info.status == "RUNNING":
+            log.warning("MLflow: run %s was left RUNNING by an interrupted sweep; closing it as KILLED", run.info.run_id)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            client.delete_run(run.info.run_id)
+        else:
+            active.append(run)
+    return active
+
+
+def _log_sweep(sweep_dir: Path, experiment_name: str, uri: str, artifact_location: str | None) -> str:
     from mlflow.tracking import MlflowClient
 
-    sweep_dir = Path(sweep_dir).resolve()
     records = _readable_trials(sweep_dir)
-    uri, artifact_location = resolve_tracking(tracking_uri, workdir)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, experiment_name, artifact_location, uri)
     info, sweep_hash = _sweep_info(sweep_dir)
@@ -298,6 +331,8 @@ def log_sweep(
     times = [_time_ms(r) for r in records] or [(int(time.time() * 1000),) * 2]
     if parents:
         parent_id = parents[0].info.run_id
+        if parents[0].info.status == "RUNNING":  # an interrupted logging; finished below
+            client.set_terminated(parent_id, status="KILLED")
         log.info("MLflow: sweep %s already has parent run %s; adding what is new", sweep_name, parent_id)
     else:
         parent_id = client.create_run(
@@ -306,7 +341,9 @@ def log_sweep(
 
     children = {
         run.data.tags.get("harness.trial_id"): run
-        for run in _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        for run in _close_killed(
+            client, _search(client, experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        )
     }
     logged = skipped = 0
     speed = read_speed_ratios(sweep_dir)

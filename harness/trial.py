@@ -76,8 +76,7 @@ class Trial:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def folder_name(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.name)
-        return f"{safe}-{self.key()}"
+        return f"{safe_name(self.name)}-{self.key()}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +84,11 @@ class Trial:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Trial:
         return Trial(**data)
+
+
+def safe_name(name: str) -> str:
+    """A trial name as its folder spells it: characters other than letters, digits and -_.= become '_'."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
 
 
 def build_variants(values: dict[str, Any]) -> list[Variant]:

@@ -146,6 +146,21 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
         load_unet(path, config="tiny")
 
 
+def test_legacy_format_loads_and_a_truncated_file_says_so(tmp_path, tiny_state):
+    """A checkpoint in torch.save's pre-1.6 format loads (read whole, not memory-mapped); a cut-off zip-format
+    file is named as truncated, with no advice to re-save it."""
+    legacy = tmp_path / "legacy.pt"
+    torch.save(tiny_state, legacy, _use_new_zipfile_serialization=False)
+    assert load_unet(legacy, config="tiny") is not None
+    whole = tmp_path / "whole.pt"
+    torch.save(tiny_state, whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt zip-format") as info:
+        load_unet(cut, config="tiny")
+    assert str(cut) in str(info.value) and "mmap" not in str(info.value)
+
+
 def test_bare_state_dict_safetensors_and_folder_load_the_same_weights(tmp_path, tiny_state, parity):
     _, io = parity
     torch.save(tiny_state, tmp_path / "latentsync_unet.pt")  # bare state dict, in a folder

@@ -33,17 +33,33 @@ def read_state_dict(path: str | Path, hint: str = "") -> dict[str, torch.Tensor]
 
 
 def read_torch_file(path: str | Path, hint: str = "") -> object:
-    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickled code."""
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary pickled code.
+    Zip-format files (torch >= 1.6) are memory-mapped; legacy-format files are read whole."""
     path = Path(path)
     _require_file(path, hint)
+    kind = _torch_file_kind(path)
+    if kind is None:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle){_tail(hint)}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except Exception as exc:  # torch raises many types for corrupt or non-checkpoint files
         first_line = str(exc).splitlines()[0] if str(exc) else ""
+        what = "a truncated or corrupt zip-format" if kind == "zip" else "a corrupt legacy-format"
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint that loads with weights_only=True "
+            f"{path}: {what} PyTorch checkpoint, or one holding more than tensors "
             f"({type(exc).__name__}: {first_line}){_tail(hint)}"
         ) from exc
+
+
+def _torch_file_kind(path: Path) -> str | None:
+    """'zip' (torch.save's format since 1.6), 'legacy' (a pickle stream) or None, from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":  # pickle protocol 2+ opcode, how the legacy format begins
+        return "legacy"
+    return None
 
 
 def _require_file(path: Path, hint: str) -> None:
