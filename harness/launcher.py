@@ -51,7 +51,8 @@ def run_in_subprocess(
         spec = folder / "trial.json"
         spec.write_text(json.dumps({"trial": trial.to_dict(), "baseline_output": str(baseline_output or "")}))
         log_path = folder / "trial.log"
-        (folder / RESULT_FILE).unlink(missing_ok=True)  # a failed attempt's result must not stand for this one
+        # a failed attempt's result must not stand for this one
+        (folder / RESULT_FILE).unlink(missing_ok=True)
         done = threading.Event()
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(

@@ -299,7 +299,9 @@ def _store_lock(uri: str) -> Any:
     if not uri.startswith("sqlite:///"):
         return nullcontext()
     db = Path(uri.removeprefix("sqlite:///")).resolve()
-    return FolderLock(db.parent, what=f"MLflow logging to {db}", wait_s=STORE_LOCK_WAIT_S, name=f".{db.name}.lock")
+    return FolderLock(
+        db.parent, what=f"MLflow logging to {db}", wait_s=STORE_LOCK_WAIT_S, name=f".{db.name}.lock"
+    )
 
 
 def _close_killed(client: Any, runs: list) -> list:
@@ -308,7 +310,10 @@ def _close_killed(client: Any, runs: list) -> list:
     active = []
     for run in runs:
         if run.info.status == "RUNNING":
-            log.warning("MLflow: run %s was left RUNNING by an interrupted sweep; closing it as KILLED", run.info.run_id)
+            log.warning(
+                "MLflow: run %s was left RUNNING by an interrupted sweep; closing it as KILLED",
+                run.info.run_id,
+            )
             client.set_terminated(run.info.run_id, status="KILLED")
             client.delete_run(run.info.run_id)
         else:

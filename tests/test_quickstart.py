@@ -1,11 +1,19 @@
 """The README's main job: `harness sweep experiments/quickstart.yaml` on a fresh CPU machine, logged to the
-default embedded MLflow store, then re-run skipping every finished trial."""
+default embedded MLflow store, and the soak test of a sweep's kill-safety: the sweep is killed at random
+moments five times (SIGTERM, and once Ctrl-C's SIGINT) and run again until it completes; it must end with every
+trial exactly once in results.csv and under one MLflow parent run, no run left RUNNING, no stray process and
+no temporary file. A last run skips every finished trial."""
 
+import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from harness.sweep import load_sweep
@@ -13,32 +21,67 @@ from harness.sweep import load_sweep
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-# The shipped file, cut to one 16-frame segment and one run (the cold run, no profiled pass) per trial, in one
-# process: the fresh process per trial and the cProfile files are tested in test_sweep, the 2 s sync score in
+# The shipped file, cut to one 16-frame segment and one run (the cold run, no profiled pass) per trial, each in
+# its own process as by default: the cProfile files are tested in test_sweep, the 2 s sync score in
 # test_metrics_sync.
-QUICK = ["--inline", "--set", "repeats=0", "--set", "profile=false", "--set", "base.max_seconds=0.64"]
+QUICK = ["--set", "repeats=0", "--set", "profile=false", "--set", "base.max_seconds=0.64"]
+KILLS = 5
+
+
+def _command() -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "sweep", str(QUICKSTART), "--out-dir", "out", *QUICK]
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    (workdir / "tmp").mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(workdir / "tmp")}  # so the test can see every temporary file left
 
 
 def _sweep(workdir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", str(QUICKSTART), "--out-dir", "out", *QUICK],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
+        _command(), cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=1800, check=False
     )
 
 
+def _killed_sweeps(workdir: Path, seed: int) -> list[str]:
+    """Start the sweep and kill it at a random moment, KILLS times; returns each killed trial's recorded error."""
+    rng = random.Random(seed)
+    errors: list[str] = []
+    for attempt in range(KILLS):
+        proc = subprocess.Popen(
+            _command(),
+            cwd=workdir,
+            env=_env(workdir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(rng.uniform(3, 14))  # from the sweep's start-up to its third trial
+        proc.send_signal(signal.SIGINT if attempt == 2 else signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        if proc.returncode == 0:  # it finished before the signal came
+            continue
+        assert proc.returncode in (130, 143), stderr[-3000:]
+        assert "Traceback" not in stderr and "interrupted" in stderr, stderr[-3000:]
+        for result in (workdir / "out" / "trials").glob("*/result.json"):
+            if result.stat().st_mtime > time.time() - 60:
+                errors += [line for line in result.read_text().splitlines() if '"error": "killed:' in line]
+    return errors
+
+
 @pytest.mark.slow
-def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, monkeypatch):
+def test_quickstart_sweep_killed_and_resumed_logs_every_trial_once(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seed = random.randrange(10**6)
+    print(f"kill moments drawn with seed {seed}")
+    killed = _killed_sweeps(tmp_path, seed)
+    assert killed, "no kill landed in a running trial"  # a trial's time is almost all of the sweep's
     first = _sweep(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     trials = load_sweep(QUICKSTART).trials
     assert {t.name for t in trials} >= {"baseline", "threads2", "batch2", "no-guidance", "deepcache"}
     table = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert sorted(table["trial"]) == sorted(t.name for t in trials)
+    assert sorted(table["trial"]) == sorted(t.name for t in trials)  # each trial exactly once
     assert set(table["status"]) == {"ok"}, table[["trial", "status", "error"]]
     ok = table.set_index("trial")
     assert (ok["fps"] > 0).all() and (ok["denoise_s"] > 0).all() and (ok["peak_rss_mb"] > 0).all()
@@ -51,6 +94,7 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
 
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
     assert not (tmp_path / "mlruns").exists()
+    from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -58,7 +102,12 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(parents) == 1 and len(children) == len(trials)
+    assert len(parents) == 1 and len(children) == len(trials) == len(runs) - 1
+    assert sorted(r.data.tags["harness.trial_id"] for r in children) == sorted(
+        Path(f).name for f in table["folder"]
+    )
+    every = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    assert not [r for r in every if r.info.status == "RUNNING"]
     child = next(r for r in children if r.info.run_name == "baseline")
     assert child.data.params["config.steps"] == "3" and child.data.metrics["fps"] > 0
     assert child.data.tags["weights.synthetic"] == "true"
@@ -74,6 +123,18 @@ def test_quickstart_sweep_logs_to_mlflow_and_skips_finished_trials(tmp_path, mon
     assert again.stderr.count("skipping finished trial") == len(trials)
     runs_after = client.search_runs([experiment.experiment_id], max_results=100)
     assert len(runs_after) == len(runs)
+    stray = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not stray, f"processes of the sweep still running: {stray}"
+    leftovers = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.name.endswith(".tmp") or ".partial" in p.name or ".video." in p.name
+    ]
+    assert not leftovers, leftovers
+    # torch makes an (empty) inductor cache folder under TMPDIR; nothing of the harness may stay there
+    assert not [p for p in (tmp_path / "tmp").rglob("*") if p.is_file() or "harness" in p.name]
 
 
 def _check_report(out: Path, client, children: list) -> None:

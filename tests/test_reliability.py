@@ -49,7 +49,9 @@ def test_run_never_writes_over_an_input(media, tmp_path, monkeypatch, capsys, sp
     if spelling == "hardlink":
         os.link(video, out)
     before = video.read_bytes(), audio.read_bytes()
-    code = main(_run("--video", video.name, "--audio", str(audio), "--out", out, "--run-dir", str(tmp_path / "r")))
+    code = main(
+        _run("--video", video.name, "--audio", str(audio), "--out", out, "--run-dir", str(tmp_path / "r"))
+    )
     assert code == 2
     assert "never writes over its own inputs" in capsys.readouterr().err
     assert (video.read_bytes(), audio.read_bytes()) == before
@@ -96,7 +98,10 @@ def test_bad_inputs_and_device_fail_up_front_with_a_message(media, tmp_path, cap
         (["--video", str(audio), "--audio", str(audio)], "holds no video stream"),
         (["--video", str(video), "--audio", str(video)], "holds no audio stream"),
         (["--video", str(video), "--audio", str(audio), "--device", "cudaa"], "'cudaa': not a device"),
-        (["--video", str(video), "--audio", str(audio), "--out", str(tmp_path / "o.avi1")], "unknown container"),
+        (
+            ["--video", str(video), "--audio", str(audio), "--out", str(tmp_path / "o.avi1")],
+            "unknown container",
+        ),
     ]
     for args, message in cases:
         began = time.perf_counter()
@@ -164,7 +169,9 @@ def test_sweep_names_cannot_point_outside_the_output_folder(tmp_path, name, mess
 
 def test_trial_names_that_would_share_a_folder_are_refused(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\ntrials:\n  - {name: 'a b', variants: {steps: 2}}\n  - {name: a_b, variants: {steps: 3}}\n")
+    path.write_text(
+        "name: s\ntrials:\n  - {name: 'a b', variants: {steps: 2}}\n  - {name: a_b, variants: {steps: 3}}\n"
+    )
     with pytest.raises(SweepError, match="'a b' and 'a_b' differ only in characters"):
         load_sweep(path)
 
@@ -181,3 +188,64 @@ def test_score_exits_nonzero_when_no_score_could_be_computed(tmp_path, capsys):
     code = main(["score", str(silent)])
     assert code == 1
     assert "no score could be computed" in capsys.readouterr().err
+
+
+LOG_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from harness.tracking import log_sweep
+go = Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+log_sweep(sys.argv[1], experiment_name="race", tracking_uri=sys.argv[2])
+"""
+
+
+def test_two_sweeps_logging_at_once_to_a_fresh_sqlite_store_both_succeed(tmp_path):
+    from mlflow.tracking import MlflowClient
+    from test_tracking_mlflow import make_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweeps = [make_sweep(tmp_path / name) for name in ("a", "b")]
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOG_WHEN_TOLD, str(sweep), uri, str(go)], stderr=subprocess.PIPE, text=True
+        )
+        for sweep in sweeps
+    ]
+    time.sleep(3)  # both are waiting, imports done, before either creates the store's schema
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("harness.role") == "sweep"]) == 2
+
+
+def test_runs_left_running_by_a_kill_are_closed_as_killed_under_the_same_parent(tmp_path):
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+    from test_tracking_mlflow import make_sweep
+
+    from harness.tracking import log_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = make_sweep(tmp_path)
+    parent = log_sweep(sweep, experiment_name="e", tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("e").experiment_id
+    children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    # as a kill between creating a trial's run and closing it leaves things: that run RUNNING, the parent too
+    half = children[0]
+    client.update_run(half.info.run_id, status="RUNNING")
+    client.update_run(parent, status="RUNNING")
+    assert log_sweep(sweep, experiment_name="e", tracking_uri=uri) == parent
+    every = client.search_runs([experiment], run_view_type=ViewType.ALL)
+    assert not [r for r in every if r.info.status == "RUNNING"]
+    assert client.get_run(half.info.run_id).info.status == "KILLED"
+    active = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    trial_ids = [r.data.tags["harness.trial_id"] for r in active]
+    assert sorted(trial_ids) == sorted(r.data.tags["harness.trial_id"] for r in children)  # each once
+    assert client.get_run(parent).info.status == "FINISHED"

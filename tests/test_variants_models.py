@@ -361,7 +361,7 @@ def test_compile_comes_last_and_compiles_the_wrapper_not_the_bypassed_unet(unet)
     from harness.config import RunConfig
     from variants import transforms_for
 
-    vae = SimpleNamespace(decoder=nn.Conv2d(4, 3, 1))
+    vae = SimpleNamespace(encoder=nn.Conv2d(3, 8, 1), decoder=nn.Conv2d(4, 3, 1))
     pipeline = stand_in_pipeline(unet, vae)
     config = RunConfig().replace(compile="max-autotune-no-cudagraphs", deepcache="upstream-default")
     for transform in transforms_for(config):

@@ -39,7 +39,9 @@ def read_torch_file(path: str | Path, hint: str = "") -> object:
     _require_file(path, hint)
     kind = _torch_file_kind(path)
     if kind is None:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle){_tail(hint)}")
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle){_tail(hint)}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
     except Exception as exc:  # torch raises many types for corrupt or non-checkpoint files
