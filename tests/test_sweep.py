@@ -106,6 +106,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
         score: false
         torch_trace: true
         repeats: 0
+        warmup: 0
         """,
         )
     )
@@ -180,9 +181,10 @@ def test_baseline_video_outlives_the_comparisons_and_an_unchecked_gate_says_so(t
 
     text = """
         name: t
-        base: {weights: tiny, steps: 1, device: cpu, max_seconds: 0.64, crf: 0}
+        base: {weights: tiny, steps: 1, device: cpu, max_seconds: 0.32, crf: 0}
         keep_video: false
         repeats: 0
+        warmup: 0
         profile: false
         trials:
           - name: baseline
