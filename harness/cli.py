@@ -268,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--syncnet-weights", help="syncnet_v2.model for LSE-C/LSE-D (skipped without it)")
     score.add_argument("--s3fd-weights", help="sfd_face.pth: S3FD face crops for SyncNet, as in papers")
-    score.add_argument("--fid-weights", help="TorchScript Inception for FID (skipped without it)")
+    score.add_argument(
+        "--fid-weights",
+        help="Inception for FID: NVIDIA's inception-2015-12-05.pt or pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth (skipped without it)",
+    )
     score.add_argument("--fvd-weights", help="TorchScript I3D for FVD (skipped without it)")
     score.add_argument(
         "--lpips-weights",

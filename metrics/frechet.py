@@ -1,7 +1,8 @@
-"""FID and FVD of an output video against a reference video, from TorchScript feature networks given locally.
+"""FID and FVD of an output video against a reference video, from feature networks given locally.
 
-- FID: NVIDIA's Inception-v3 TorchScript (`inception-2015-12-05.pt`, as used by StyleGAN2-ADA and clean-fid),
-  called as `net(uint8 NCHW, return_features=True)` -> 2048-d pool features; every frame is a sample.
+- FID: the FID's Inception-v3 from NVIDIA's TorchScript (`inception-2015-12-05.pt`, StyleGAN2-ADA, clean-fid)
+  or from pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (metrics.fid_inception loads either), called as
+  `net(uint8 NCHW, return_features=True)` -> 2048-d pool features; every frame is a sample.
 - FVD: the procedure of LatentSync's eval/eval_fvd.py and eval/fvd.py: the I3D TorchScript of StyleGAN-V
   (`i3d_torchscript.pt`) called as `net(x, rescale=False, resize=False, return_features=True)` on 16-frame
   clips of 224 x 224 face crops (metrics.fvd_faces) with values in [0, 1], as LatentSync passes them (pixels

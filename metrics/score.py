@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from metrics.face_track import FaceTrack, track_faces
+from metrics.fid_inception import WEIGHTS_FILES as FID_SOURCE
+from metrics.fid_inception import load_fid_inception
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,6 @@ SYNC_AV_KEYS = ("sync_av_corr", "sync_av_offset_frames", "sync_av_peak_corr")
 LSE_KEYS = ("lse_d", "lse_c", "lse_offset_frames")
 FIDELITY_KEYS = ("psnr_db", "ssim")
 INPUT_KEYS = ("psnr_outside_mouth_db", "ssim_outside_mouth", "mouth_sharpness_ratio", "mouth_flicker_ratio")
-FID_SOURCE = "NVIDIA's inception-2015-12-05.pt TorchScript (StyleGAN2-ADA / clean-fid metrics)"
 FVD_SOURCE = "StyleGAN-V's i3d_torchscript.pt (LatentSync's checkpoints/auxiliary/i3d_torchscript.pt)"
 # errors that mean "this score cannot be computed for these inputs or this install"; others propagate
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, EOFError, ImportError)
@@ -191,7 +192,7 @@ def _reference_scores(
     _run(result, FIDELITY_KEYS, lambda: fidelity_scores(*pair(), device))
 
     def fid(weights: str | Path) -> dict[str, float]:
-        net = frechet.load_feature_net(weights, "FID", FID_SOURCE, device)
+        net = load_fid_inception(weights, device)  # either file, told apart by content
         return {"fid": frechet.fid(net, *pair(), device)}
 
     def fvd(weights: str | Path) -> dict[str, float]:

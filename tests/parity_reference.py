@@ -48,7 +48,56 @@ def lpips(args: dict) -> dict:
         return {"distances": net(x, y).flatten().tolist()}
 
 
-TASKS = {"syncnet": syncnet, "lpips": lpips}
+def _random_fid_inception() -> torch.nn.Module:
+    """torchvision's Inception3 with the FID file's 1008 classes and no aux head: the keys and shapes of
+    pytorch-fid's weights (its FID blocks subclass torchvision's, with the same layers). PyTorch's default
+    random layers, BatchNorm statistics taken from one pass over noise so that activations neither vanish nor
+    explode, then random BatchNorm scales and shifts, so that every stored tensor shapes the features."""
+    import torchvision
+
+    torch.manual_seed(0)
+    # init_weights=False: torchvision's truncated-normal init takes seconds and is no more random
+    net = torchvision.models.inception_v3(
+        weights=None, num_classes=1008, aux_logits=False, init_weights=False
+    )
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.momentum = None  # running statistics = this pass's
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(4, 3, 128, 128) * 2 - 1)
+        for norm in norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def fid(args: dict) -> dict:
+    """pytorch-fid's InceptionV3 (2048-d pool features) loading random weights from the file it looks for in
+    TORCH_HOME (written here first), its get_activations over each folder's PNGs, and its
+    calculate_frechet_distance of the statistics calculate_activation_statistics takes (np.mean, np.cov) of
+    the leading `dims` features: with fewer images than features the full covariances are singular and the
+    distance ill-posed (pytorch-fid stops at sqrtm's imaginary part)."""
+    from pytorch_fid import fid_score, inception
+
+    weights = Path(args["weights"])
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_random_fid_inception().state_dict(), weights)
+    model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    features = [
+        fid_score.get_activations(
+            sorted(Path(f).glob("*.png")), model, args["batch"], 2048, "cpu", num_workers=0
+        )
+        for f in args["folders"]
+    ]
+    stats = [
+        (np.mean(f[:, : args["dims"]], axis=0), np.cov(f[:, : args["dims"]], rowvar=False)) for f in features
+    ]
+    distance = fid_score.calculate_frechet_distance(*stats[0], *stats[1])
+    return {"fid": float(distance), "features": [f.tolist() for f in features]}
+
+
+TASKS = {"syncnet": syncnet, "lpips": lpips, "fid": fid}
 
 if __name__ == "__main__":
     task, spec, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
