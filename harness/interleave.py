@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import secrets
+import sys
 import tempfile
 import threading
 from collections import deque
@@ -43,7 +44,7 @@ def take_turn() -> None:
     if not address:
         return
     if _connection is None:
-        _connection = Client(address, family="AF_UNIX", authkey=bytes.fromhex(os.environ[KEY_ENV]))
+        _connection = Client(_socket(address), family="AF_UNIX", authkey=bytes.fromhex(os.environ[KEY_ENV]))
     _connection.send(_PARKED)
     if _connection.recv() != _GO:
         raise RuntimeError("interleaved sweep: unexpected message from the coordinator")
@@ -147,9 +148,8 @@ def run_interleaved(jobs: Sequence[Callable[[], T]]) -> list[T | None]:
     """Run each job (a call that runs one trial process to its end and returns its result) with the floor
     passed between their processes as the module docstring says; results in the jobs' order."""
     key = secrets.token_bytes(16)
-    with tempfile.TemporaryDirectory(prefix="harness-turns-") as folder:
-        address = str(Path(folder) / "turns.sock")
-        listener = Listener(address, family="AF_UNIX", authkey=key)
+    with _socket_address() as address:
+        listener = Listener(_socket(address), family="AF_UNIX", authkey=key)
         floor = _Floor(jobs)
         threading.Thread(target=_accept, args=(listener, floor.events), daemon=True).start()
         try:
@@ -157,3 +157,20 @@ def run_interleaved(jobs: Sequence[Callable[[], T]]) -> list[T | None]:
                 return floor.run()
         finally:
             listener.close()
+
+
+def _socket(address: str) -> str:
+    """The address as the socket takes it: a leading '@' (how it travels in the environment, which cannot hold a
+    NUL byte) names an abstract socket, whose name starts with NUL."""
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
+@contextmanager
+def _socket_address() -> Iterator[str]:
+    """On Linux an abstract socket: no file, so nothing is left behind even by a killed sweep, and no limit
+    from a long TMPDIR (a socket path may hold 107 bytes); elsewhere a socket file in a temporary folder."""
+    if sys.platform.startswith("linux"):
+        yield f"@harness-turns-{os.getpid()}-{secrets.token_hex(8)}"  # '@': abstract (see _socket)
+        return
+    with tempfile.TemporaryDirectory(prefix="harness-turns-") as folder:
+        yield str(Path(folder) / "turns.sock")
