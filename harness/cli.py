@@ -295,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.interrupts import exit_status, signals_interrupt
+
+    # From the first moment (the imports below take seconds): SIGTERM/SIGHUP end the command as Ctrl-C does.
+    with signals_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (harness.interrupts)
+            print(f"\ninterrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
+            return exit_status(exc)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -306,11 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`harness variants | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a sweep (harness.interrupts)
-        from harness.interrupts import exit_status
-
-        print(f"\ninterrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
-        return exit_status(exc)
     except OSError as exc:  # permissions, a full disk, ...: say which file
         if args.verbose:
             raise
