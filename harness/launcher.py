@@ -90,6 +90,7 @@ def _collect(trial: Trial, folder: Path, log_path: Path, code: Any) -> TrialResu
         result = load_trial(folder).result
         if result.key != trial.key():
             result = None
+    written = result is not None  # by the trial process: rewritten only if there is something to add
     if result is None:
         result = failed_result(
             trial,
@@ -98,6 +99,8 @@ def _collect(trial: Trial, folder: Path, log_path: Path, code: Any) -> TrialResu
         )
     if _stop_reason and result.status == "failed":
         result.error = f"killed: {_stop_reason} ({result.error})"
+    elif written:
+        return result
     result.write(folder)
     return result
 
