@@ -136,6 +136,7 @@ def stop_all(reason: str) -> None:
     for proc, done in live:
         _end(proc)
         done.wait(timeout=STOP_GRACE_S)
+    _stop_reason = None  # recorded; a later sweep in this process starts clean
 
 
 def _raise_killed(signum: int, _frame: Any) -> None:
