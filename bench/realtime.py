@@ -28,6 +28,7 @@ from harness.config import RunConfig
 from harness.pipeline.lipsync import LipsyncPipeline
 from harness.pipeline.media import iter_frames
 from harness.runner import gpu_busy_pct
+from harness.trackers.memory import MemoryTracker
 from harness.trackers.timer import StageTimer
 from metrics.visual import fidelity_scores
 
@@ -56,6 +57,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "channels_last": "on",
     },
     "lossless-fp8": {**LOSSLESS, "quantization": "torchao-fp8"},
+    "lossless-slicing": {**LOSSLESS, "vae_slicing": "on"},
+    "lossless-cudagraphs": {**LOSSLESS, "compile": "reduce-overhead", "vae_slicing": "on"},
+    "lossless-autotune": {**LOSSLESS, "compile": "max-autotune-no-cudagraphs", "vae_slicing": "on"},
     "lossless-b2": {**LOSSLESS, "segments_per_call": 2},
 }
 
@@ -66,41 +70,49 @@ def _sync() -> None:
 
 
 def timed_run(pipeline: LipsyncPipeline, video: str, audio: str, out: Path) -> dict[str, float]:
-    cuda = pipeline.device.type == "cuda"
+    """One timed run of the whole clip: stage busy times, frames/s, GPU-busy share and peak GPU memory, overall
+    and per stage of the thread that drives the GPU (`<stage>_peak_vram_mb`)."""
     _sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    timer = StageTimer(pipeline.device)
+    memory = MemoryTracker(pipeline.device)
+    timer = StageTimer(pipeline.device, memory=memory)
     began = time.perf_counter()
-    run = pipeline.run(video, audio, out, timer=timer)
-    _sync()
+    with memory:
+        run = pipeline.run(video, audio, out, timer=timer)
+        _sync()
     row = {k: round(v, 3) for k, v in timer.totals().items()}
     row["total_s"] = time.perf_counter() - began
     row["frames"] = run.num_frames
     row["fps"] = run.num_frames / row["total_s"]
     row["gpu_busy_pct"] = gpu_busy_pct(row)
-    row["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    row["peak_vram_mb"] = 0.0  # stays 0 off CUDA
+    row.update({k: round(v) for k, v in memory.summary().items() if k.endswith("vram_mb")})
     return row
 
 
-def unet_call_ms(pipeline: LipsyncPipeline, repeats: int = 10) -> float:
-    """One U-Net call on a segment batch as the run makes it (guided: batch 2 per segment)."""
+def unet_inputs(pipeline: LipsyncPipeline, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded inputs of one U-Net call on a segment batch as the run makes it (guided: batch 2 per segment)."""
     cfg = pipeline.config
     batch = (2 if cfg.guidance > 1 else 1) * cfg.segments_per_call
     latent = cfg.resolution // 8
     device, dtype = pipeline.device, pipeline.dtype
     width = 384  # the audio embedding width of every LatentSync U-Net
-    sample = torch.randn(batch, 13, cfg.segment_frames, latent, latent, device=device, dtype=dtype)
-    audio = torch.randn(batch * cfg.segment_frames, 50, width, device=device, dtype=dtype)
-    t = torch.tensor(500, device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sample = torch.randn(batch, 13, cfg.segment_frames, latent, latent, device=device, dtype=dtype, generator=gen)
+    audio = torch.randn(batch * cfg.segment_frames, 50, width, device=device, dtype=dtype, generator=gen)
+    return sample, torch.tensor(500, device=device), audio
+
+
+def unet_call_ms(pipeline: LipsyncPipeline, repeats: int = 10) -> float:
+    """Median milliseconds of one U-Net call on a segment batch, after 3 warm-up calls."""
+    inputs = unet_inputs(pipeline)
     with torch.no_grad():
         for _ in range(3):
-            pipeline.unet(sample, t, audio)
+            pipeline.unet(*inputs)
         times = []
         for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            pipeline.unet(sample, t, audio)
+            pipeline.unet(*inputs)
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))

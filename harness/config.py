@@ -211,6 +211,13 @@ class RunConfig:
         choices=("off", "on"),
         family="channels-last",
     )
+    vae_slicing: str = setting(
+        "off",
+        "VAE encode/decode one image at a time instead of a whole segment (lower peak GPU memory, same output)",
+        group="model transforms",
+        choices=("off", "on"),
+        family="vae-slicing",
+    )
     quantization: str = setting(
         "none", "quantize the U-Net's Linear layers", group="model transforms", family="quantization"
     )

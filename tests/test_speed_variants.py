@@ -28,6 +28,7 @@ from variants.pruning import Pruning
 from variants.quantization import Quantization
 from variants.quanto_linears import quantize_linears_quanto
 from variants.vae import Vae
+from variants.vae_slicing import VaeSlicing
 
 CPU = {"device_type": "cpu"}
 
@@ -202,6 +203,41 @@ def test_channels_last_sits_after_pruning_and_before_quantization():
     assert ChannelsLast("true").value == "on" and ChannelsLast(False).value == "off"
     assert ChannelsLast("off").transforms() == [] and ChannelsLast.lossless_change("off", "on")
     assert Pruning.order < ChannelsLast.order < Quantization.order < Compile.order
+
+
+# -- VAE slicing
+
+
+@pytest.mark.parametrize("kind", ["full", "taesd"])
+def test_vae_slicing_encodes_and_decodes_one_image_at_a_time_with_the_same_output_and_draws(unet, kind):
+    vae = load_vae("tiny", kind=kind, taesd="tiny").eval()
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        plain_sample = vae.encode(images).latent_dist.sample(generator=torch.Generator().manual_seed(5))
+        plain_decoded = vae.decode(plain_sample).sample
+    pipeline = stand_in_pipeline(unet, vae)
+    apply_variant(VaeSlicing("on"), pipeline)
+    assert pipeline.applied == ["vae:vae-slicing=on"]
+    batches: list[int] = []
+    hooks = [
+        part.register_forward_hook(lambda _m, args, _out: batches.append(args[0].shape[0]))
+        for part in (pipeline.vae.encoder, pipeline.vae.decoder)
+    ]
+    with torch.no_grad():
+        # sampled once from the concatenated per-image parameters: the same noise draws as the whole batch
+        sliced_sample = pipeline.vae.encode(images).latent_dist.sample(generator=torch.Generator().manual_seed(5))
+        sliced_decoded = pipeline.vae.decode(sliced_sample).sample
+    for hook in hooks:
+        hook.remove()
+    assert batches == [1] * 6
+    torch.testing.assert_close(sliced_sample, plain_sample, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sliced_decoded, plain_decoded, rtol=1e-4, atol=1e-5)
+
+
+def test_vae_slicing_is_lossless_and_sits_before_compile():
+    assert VaeSlicing("true").value == "on" and VaeSlicing("off").transforms() == []
+    assert VaeSlicing.lossless_change("off", "on")
+    assert ChannelsLast.order < VaeSlicing.order < Quantization.order < Compile.order
 
 
 # -- optimum-quanto

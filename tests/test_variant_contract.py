@@ -36,6 +36,7 @@ SAMPLES: dict[str, list] = {
     "batch": [2],
     "attention": ["math"],
     "channels-last": ["on"],
+    "vae-slicing": ["on"],
     "execution": ["pipelined"],
     "encoder-preset": ["veryfast", "medium"],
 }
@@ -56,16 +57,19 @@ FIELD = {
     "batch": "segments_per_call",
     "attention": "attention",
     "channels-last": "channels_last",
+    "vae-slicing": "vae_slicing",
     "execution": "execution",
     "encoder-preset": "encoder_preset",
 }
 FAMILY = {field: family for family, field in FIELD.items()}
 # Settings whose every change keeps the output (threads, batching, overlap, compile, kernels, layout), and DeepCache between the values
 # that run the full U-Net on every call.
-ALWAYS_LOSSLESS = {"workers", "segments_per_call", "compile", "attention", "channels_last", "execution"}
+ALWAYS_LOSSLESS = {
+    "workers", "segments_per_call", "compile", "attention", "channels_last", "vae_slicing", "execution"
+}
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.
-ORDER = ["whisper_dtype", "pruning", "channels_last", "quantization", "deepcache", "attention", "compile"]
+ORDER = ["whisper_dtype", "pruning", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
 BASES = [
     {},
     {"steps": 3},

@@ -35,6 +35,7 @@ for _family, _target in {
     "encoder-preset": "variants.encoder_preset:EncoderPreset",
     "attention": "variants.attention:Attention",
     "channels-last": "variants.channels_last:ChannelsLast",
+    "vae-slicing": "variants.vae_slicing:VaeSlicing",
 }.items():
     VARIANTS.register(_family, _target)
 
