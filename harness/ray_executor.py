@@ -180,7 +180,8 @@ def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address)
+        # A new local instance needs no dashboard (seconds of start-up); a running cluster keeps its own.
+        ray.init(address=address, **({} if address else {"include_dashboard": False}))
     log.info("Ray cluster: %s", ray.cluster_resources())
     try:
         needs_baseline = any(ref is not None and t.score and not t.is_baseline for t, _, ref in jobs)
