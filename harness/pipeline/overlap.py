@@ -60,6 +60,9 @@ class _Channel:
 def _stream_scope(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type != "cuda":
         return contextlib.nullcontext()
+    # The current GPU is per thread and a new thread starts on GPU 0: under torchrun, rank 1's worker threads
+    # would otherwise put their tensors on rank 0's GPU.
+    torch.cuda.set_device(device)
     return torch.cuda.stream(torch.cuda.Stream(device))
 
 
@@ -76,8 +79,12 @@ def run_overlapped(
     device: torch.device | str = "cpu",
     depth: int = 1,
 ) -> None:
-    """finish(middle(prepare(item))) for every item, in order, with the three stages overlapped (see module)."""
-    _Overlap(prepare, middle, finish, torch.device(device), depth).run(items)
+    """finish(middle(prepare(item))) for every item, in order, with the three stages overlapped (see module).
+    A CUDA device without an index means the calling thread's current GPU, for the worker threads too."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    _Overlap(prepare, middle, finish, device, depth).run(items)
 
 
 class _Overlap:
