@@ -42,6 +42,37 @@ def test_every_item_passes_each_stage_once_in_order_and_the_stages_overlap():
     assert not _stage_threads()
 
 
+def test_worker_threads_run_on_the_callers_gpu(monkeypatch):
+    """A new thread starts on GPU 0; under torchrun rank 1 drives GPU 1, and its prepare/finish threads must too.
+    CUDA is stood in for (the CI machine has none): what is checked is which GPU each thread selects."""
+    import contextlib
+
+    import torch
+
+    selected: dict[str, list] = {}
+
+    class _Stub:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    def set_device(device):
+        selected.setdefault(threading.current_thread().name, []).append(torch.device(device))
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "Stream", _Stub)
+    monkeypatch.setattr(torch.cuda, "Event", _Stub)
+    monkeypatch.setattr(torch.cuda, "stream", lambda _stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *_args: _Stub())
+    out = []
+    run_overlapped(range(3), lambda i: i, lambda i: i, out.append, device="cuda")
+    assert out == [0, 1, 2]
+    assert selected == {name: [torch.device("cuda", 1)] for name in ("stage-prepare", "stage-finish")}
+
+
 def test_items_alive_at_once_stay_bounded_by_the_queue_depth():
     alive = 0
     most = 0
