@@ -47,6 +47,9 @@ COMMON=(--weights synthetic --resolution 512 --dtype fp16 --device cuda --video 
 [[ $PARTS == *video* ]] && CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m harness.cli run "${COMMON[@]}" --run-dir /tmp/video1 \
   > "$OUT/video_1gpu.log" 2>&1
 grep -E "frames/s|error" "$OUT/video_2gpu.log" "$OUT/video_1gpu.log"
+for run in video2 video2/rank1 video1; do  # stage times per rank, for where the time went
+  [ -f "/tmp/$run/result.json" ] && cp "/tmp/$run/result.json" "$OUT/result_${run//\//_}.json"
+done
 
 python3 - <<'PY' 2>&1 | tee "$OUT/scaleout.md"
 import json
