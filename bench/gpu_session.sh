@@ -6,6 +6,7 @@
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
+#   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
 # (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe 0.10.14 unpacked, its pose/hand/iris/holistic/
@@ -59,6 +60,9 @@ for step in "$@"; do
     unet:*)
       timeout "${UNET_TIMEOUT:-300}" python3 bench/unet_options.py --resolution "${step#unet:}" ${UNET_OPTIONS:+--options "$UNET_OPTIONS"} --out "$OUT" 2>&1 \
         | tee "$OUT/unet_${step#unet:}.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
+    detect)
+      timeout 200 python3 bench/detect_speed.py --video .gpudata/demo1_video.mp4 --frames 240 --processes 0,1,2,4,8 \
+        --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
     *) echo "unknown step $step" ;;
   esac
 done

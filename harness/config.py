@@ -174,6 +174,14 @@ class RunConfig:
         minimum=0,
         family="threading",
     )
+    detect_processes: int = setting(
+        0,
+        "worker processes for face detection (0 = in the run's process); MediaPipe runs one graph at a time "
+        "per process, so processes, not threads, scale it",
+        group="device",
+        minimum=0,
+        family="detect-processes",
+    )
     execution: str = setting(
         "serial",
         "serial: stages one after another, as the reference; pipelined: read/detect/align and restore/write "

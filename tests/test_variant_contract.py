@@ -21,6 +21,7 @@ from variants.pruning import Skipped
 # Values to try per family: some equal a base below, some do not.
 SAMPLES: dict[str, list] = {
     "threading": [2],
+    "detect-processes": [2],
     "detector": ["buffalo_s"],
     "steps": [3, 20],
     "guidance": [1.0],
@@ -42,6 +43,7 @@ SAMPLES: dict[str, list] = {
 }
 FIELD = {
     "threading": "workers",
+    "detect-processes": "detect_processes",
     "detector": "detector",
     "steps": "steps",
     "guidance": "guidance",
@@ -65,7 +67,14 @@ FAMILY = {field: family for family, field in FIELD.items()}
 # Settings whose every change keeps the output (threads, batching, overlap, compile, kernels, layout), and DeepCache between the values
 # that run the full U-Net on every call.
 ALWAYS_LOSSLESS = {
-    "workers", "segments_per_call", "compile", "attention", "channels_last", "vae_slicing", "execution"
+    "workers",
+    "detect_processes",
+    "segments_per_call",
+    "compile",
+    "attention",
+    "channels_last",
+    "vae_slicing",
+    "execution",
 }
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.

@@ -36,6 +36,7 @@ for _family, _target in {
     "attention": "variants.attention:Attention",
     "channels-last": "variants.channels_last:ChannelsLast",
     "vae-slicing": "variants.vae_slicing:VaeSlicing",
+    "detect-processes": "variants.detect_processes:DetectProcesses",
 }.items():
     VARIANTS.register(_family, _target)
 

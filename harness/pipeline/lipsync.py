@@ -7,9 +7,11 @@ inside `timer.stage(name)`; trackers measure, this module never does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,6 +119,7 @@ class LipsyncPipeline:
     _keep: torch.Tensor | None = field(default=None, init=False, repr=False)
     _noise_frame: torch.Tensor | None = field(default=None, init=False, repr=False)
     _rng: torch.Generator | None = field(default=None, init=False, repr=False)
+    _detect_workers: Any = field(default=None, init=False, repr=False)  # DetectorProcesses, started on first use
 
     @classmethod
     def load(cls, config: RunConfig) -> LipsyncPipeline:
@@ -142,9 +145,8 @@ class LipsyncPipeline:
         vae = load_vae(weights.vae, dtype=dtype, device=device, kind=config.vae, taesd=config.taesd_weights)
         whisper = load_whisper(weights.whisper, device=device, dtype=config.whisper_dtype)
         detector_root = config.detector_root or weights.detector_root
-
-        def make_detector() -> Any:
-            return load_detector(config.detector, root=detector_root, device=str(device))
+        # a partial, not a closure: worker processes (detect_processes) receive it pickled
+        make_detector = functools.partial(load_detector, config.detector, root=detector_root, device=str(device))
 
         return cls(
             config=config,
@@ -169,6 +171,19 @@ class LipsyncPipeline:
         if getattr(self._local, "detector", None) is None:
             self._local.detector = self.make_detector()
         return self._local.detector
+
+    def _detect_frames(self, frames: list[np.ndarray], pool: ThreadPoolExecutor | None) -> list[Any]:
+        """Faces of `frames`, in order: in worker processes when `detect_processes` asks for them (started once and
+        kept for later runs of this pipeline), else in this process, across the thread pool if there is one."""
+        processes = self.config.detect_processes
+        if processes == 0 or not frames:
+            return self._map(lambda frame: self._detector().detect(frame), frames, pool)
+        if self._detect_workers is None:
+            from harness.pipeline.detect_processes import DetectorProcesses
+
+            self._detect_workers = DetectorProcesses(self.make_detector, processes)
+            weakref.finalize(self, self._detect_workers.close)
+        return self._detect_workers.detect(frames)
 
     def _map(self, fn: Callable[[Any], Any], items: list[Any], pool: ThreadPoolExecutor | None) -> list[Any]:
         return list(pool.map(fn, items)) if pool is not None else [fn(item) for item in items]
@@ -289,7 +304,7 @@ class LipsyncPipeline:
         res = self.config.resolution
         new = [i for i, src in enumerate(seg.sources) if src not in state.points]
         with timer.stage("detect"):
-            faces = self._map(lambda i: self._detector().detect(seg.frames[i]), new, pool)
+            faces = self._detect_frames([seg.frames[i] for i in new], pool)
         for src, face in zip([seg.sources[i] for i in new], faces, strict=True):
             if face is None:
                 if self.config.no_face == "error":
