@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
     from harness.config import field_names
+    from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.pipeline.distributed import current_shard, rank_folder
     from harness.preflight import check_run
     from harness.runner import STAGES, output_path, resolve_inputs, run_trial
@@ -83,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = rank_folder(Path(shard.agree(str(run_dir))), shard)
     check_run(config, output_path(config, run_dir))  # inputs, device and output, before the folder exists
     print(f"run folder: {run_dir} (config.json, result.json)")
+    skip_unused_diffusers_integrations()
     result = run_trial(trial, run_dir)
     if result.status != "ok":
         raise RuntimeError(result.error or result.reason)
@@ -133,6 +135,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.inline:
             raise ValueError("--inline runs the trials in this process; it cannot go with --executor ray")
         import_ray()  # not installed: say so before anything runs
+    if args.inline:  # the trials load their models in this process
+        from harness.models.lean_diffusers import skip_unused_diffusers_integrations
+
+        skip_unused_diffusers_integrations()
     results = run_sweep(
         sweep,
         out_dir,

@@ -146,11 +146,13 @@ def _raise_killed(signum: int, _frame: Any) -> None:
 def main(argv: list[str]) -> int:
     import logging
 
+    from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.runner import run_trial
 
     signal.signal(signal.SIGTERM, _raise_killed)
     signal.signal(signal.SIGHUP, _raise_killed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    skip_unused_diffusers_integrations()  # every trial process pays for its imports
     spec = json.loads(Path(argv[0]).read_text())
     trial = Trial.from_dict(spec["trial"])
     baseline = Path(spec["baseline_output"]) if spec["baseline_output"] else None

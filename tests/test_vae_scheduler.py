@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,3 +157,34 @@ def test_single_file_in_the_original_ldm_layout_loads(tmp_path, tiny_vae, monkey
     loaded = load_vae(tmp_path / "vae-ldm.safetensors")
     for name, value in tiny_vae.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+LEAN_LOAD = """
+import sys, torch
+from harness.models.lean_diffusers import skip_unused_diffusers_integrations
+skip_unused_diffusers_integrations()
+from harness.models import load_scheduler, load_vae
+torch.save(load_vae(sys.argv[1]).state_dict(), sys.argv[2])
+load_scheduler("dpm++")
+print(sorted(m for m in ("bitsandbytes", "torchao", "transformers.modeling_utils") if m in sys.modules))
+"""
+
+
+def test_a_trial_process_loads_a_real_layout_vae_without_diffusers_unused_integrations(tmp_path, tiny_vae):
+    """As in a trial process (harness.launcher): diffusers sees bitsandbytes, torchao and transformers as absent,
+    and a VAE folder with original LDM names still loads through diffusers' single-file conversion."""
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    save_file(_to_ldm_names(tiny_vae.state_dict(), levels=4), folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(vae_config("tiny")))
+    done = subprocess.run(
+        [sys.executable, "-c", LEAN_LOAD, str(folder), str(tmp_path / "loaded.pt")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # none of them imported
+    loaded = torch.load(tmp_path / "loaded.pt")
+    for name, value in tiny_vae.state_dict().items():
+        assert torch.equal(loaded[name], value), name
