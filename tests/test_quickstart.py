@@ -21,10 +21,10 @@ from harness.sweep import load_sweep
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-# The shipped file, cut to one 16-frame segment and one run (the cold run, no profiled pass) per trial, each in
+# The shipped file, cut to one 8-frame segment and one run (the cold run, no profiled pass) per trial, each in
 # its own process as by default: the cProfile files are tested in test_sweep, the 2 s sync score in
 # test_metrics_sync.
-QUICK = ["--set", "repeats=0", "--set", "profile=false", "--set", "base.max_seconds=0.64"]
+QUICK = ["--set", "repeats=0", "--set", "profile=false", "--set", "base.max_seconds=0.32"]
 # six trials, as the soak test asks: the baseline, two lossless and three lossy variants
 TRIALS = ["baseline", "threads2", "batch2", "no-guidance", "deepcache", "whisper-int8"]
 KILLS = 5
@@ -46,6 +46,21 @@ def _sweep(workdir: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _wait_for_a_trial_process(sweep: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until the sweep has started a trial process: its own start-up (imports, checks) takes seconds too, longer
+    on a busy machine, and a kill then would reach no trial."""
+    deadline = time.monotonic() + timeout_s
+    while sweep.poll() is None and time.monotonic() < deadline:
+        try:
+            children = [" ".join(child.cmdline()) for child in psutil.Process(sweep.pid).children()]
+        except psutil.Error:  # a child ending while it is looked at
+            children = []
+        if any("harness.launcher" in command for command in children):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the sweep started no trial process (exit code {sweep.poll()})")
+
+
 def _killed_sweeps(workdir: Path, seed: int) -> list[str]:
     """Start the sweep and kill it at a random moment, KILLS times; returns each killed trial's recorded error."""
     rng = random.Random(seed)
@@ -59,7 +74,10 @@ def _killed_sweeps(workdir: Path, seed: int) -> list[str]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(3, 12))  # from the sweep's start-up to its second or third trial
+        _wait_for_a_trial_process(proc)
+        # A trial process lives about 16 s here (20 s with the other worker busy): some 6 s of imports, 3 s of
+        # loading, 6 s of running, then scoring. Up to 12 s into it, the kill lands in any of the first three.
+        time.sleep(rng.uniform(0, 12))
         proc.send_signal(signal.SIGINT if attempt == 2 else signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
         if proc.returncode == 0:  # it finished before the signal came
