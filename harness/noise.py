@@ -63,8 +63,6 @@ def ratio_interval(
     reference: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE
 ) -> Ratio:
     """Median of `candidate` over median of `reference` (per-repeat frames/s, say), with its bootstrap interval."""
-    from scipy.stats import bootstrap
-
     ref, cand = np.asarray(reference, dtype=float), np.asarray(candidate, dtype=float)
     fewest = min(len(ref), len(cand))
     value = float(_ratio_of_medians(ref, cand)) if fewest else math.nan
@@ -76,6 +74,8 @@ def ratio_interval(
             value  # no spread at all (a clock too coarse to see any): the bootstrap has nothing to draw
         )
     else:
+        from scipy.stats import bootstrap  # only here: importing scipy.stats takes 1.5 s
+
         interval = bootstrap(
             (ref, cand),
             _ratio_of_medians,
