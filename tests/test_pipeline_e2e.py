@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_demo_clip_one_second(shared_dir, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["weights"] == "tiny" and config["max_seconds"] == 1.0
     frames = list(iter_frames(out))
-    source = list(iter_frames(demo / "demo1_video.mp4"))[: len(frames)]
+    source = list(islice(iter_frames(demo / "demo1_video.mp4"), len(frames)))  # not all 240 1080x1920 frames
     # the frame changes around the mouth and stays (nearly) the same far from the face
     diff = np.abs(frames[10].astype(int) - source[10].astype(int)).mean(axis=2)
     assert diff[:200].mean() < 3
