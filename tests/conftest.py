@@ -5,6 +5,16 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lean_diffusers() -> None:
+    """diffusers as the harness's own processes import it (harness.models.lean_diffusers), in every test and
+    whichever test loads a model first: the trial processes' configuration is the one tested, and each worker
+    skips importing bitsandbytes, torchao and transformers' models through diffusers."""
+    from harness.models.lean_diffusers import skip_unused_diffusers_integrations
+
+    skip_unused_diffusers_integrations()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
