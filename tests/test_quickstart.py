@@ -47,8 +47,8 @@ def _sweep(workdir: Path) -> subprocess.CompletedProcess:
 
 
 def _wait_for_a_trial_process(sweep: subprocess.Popen, timeout_s: float = 120) -> None:
-    """Until the sweep has started a trial process: its own start-up (imports, checks) takes seconds too, longer
-    on a busy machine, and a kill then would reach no trial."""
+    """Wait until the sweep has started a trial process: its own start-up (imports, checks) takes seconds too,
+    longer on a busy machine, and a kill then would reach no trial."""
     deadline = time.monotonic() + timeout_s
     while sweep.poll() is None and time.monotonic() < deadline:
         try:
@@ -75,8 +75,8 @@ def _killed_sweeps(workdir: Path, seed: int) -> list[str]:
             text=True,
         )
         _wait_for_a_trial_process(proc)
-        # A trial process lives about 16 s here (20 s with the other worker busy): some 6 s of imports, 3 s of
-        # loading, 6 s of running, then scoring. Up to 12 s into it, the kill lands in any of the first three.
+        # A trial process lives about 15 s here, in CI as alone: some 6 s of imports, 3 s of loading, 5 s of
+        # running, then scoring. Up to 12 s into it, the kill lands in any of the first three.
         time.sleep(rng.uniform(0, 12))
         proc.send_signal(signal.SIGINT if attempt == 2 else signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
