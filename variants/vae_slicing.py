@@ -30,9 +30,8 @@ class VaeSlicing(ChoiceVariant):
 
 
 def enable_slicing(vae: Any, _pipeline: Any) -> Any:
-    """Turn on diffusers' batch slicing of `vae` (AutoencoderKL, or TAESD behind its wrapper)."""
-    target = vae if hasattr(vae, "enable_slicing") else getattr(vae, "taesd", None)
-    if target is None or not hasattr(target, "enable_slicing"):
+    """Turn on diffusers' batch slicing of `vae` (AutoencoderKL, or TAESD through its wrapper)."""
+    if not hasattr(vae, "enable_slicing"):
         raise TypeError(f"vae-slicing: {type(vae).__name__} has no enable_slicing()")
-    target.enable_slicing()
+    vae.enable_slicing()
     return vae

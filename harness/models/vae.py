@@ -154,6 +154,10 @@ class TaesdAsVae(nn.Module):
     def encoder(self) -> nn.Module:
         return self.taesd.encoder
 
+    def enable_slicing(self) -> None:
+        """Encode and decode one image at a time, as AutoencoderKL.enable_slicing()."""
+        self.taesd.enable_slicing()
+
     def encode(self, images: torch.Tensor) -> Any:
         from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 
