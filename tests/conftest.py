@@ -26,3 +26,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: with two xdist workers they start at once, beside the rest, instead of last on one
     worker while the other sits idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    """Tiny weights on CPU over the demo clip's first 20 frames (a full 16-frame segment and a short one)."""
+    from harness.config import RunConfig
+    from harness.pipeline.demo_clip import ensure_demo_clip
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+    video, audio = ensure_demo_clip()
+    config = RunConfig(
+        video=str(video), audio=str(audio), weights="tiny", steps=1, device="cpu", max_seconds=0.8, crf=0
+    )
+    return LipsyncPipeline.load(config)

@@ -5,14 +5,13 @@ import functools
 
 import numpy as np
 import pytest
-from test_overlap import tiny_pipeline  # noqa: F401  (the fixture)
 
 from harness.pipeline.detect_processes import DetectorProcesses
 from harness.pipeline.faces import load_detector
 from harness.pipeline.media import iter_frames
 
 
-def test_a_run_detecting_in_two_processes_writes_the_same_frames(tiny_pipeline, tmp_path):  # noqa: F811
+def test_a_run_detecting_in_two_processes_writes_the_same_frames(tiny_pipeline, tmp_path):
     outputs, matrices = {}, {}
     for processes in (0, 2):
         config = tiny_pipeline.config.replace(detect_processes=processes, execution="pipelined")
@@ -30,7 +29,7 @@ def test_a_run_detecting_in_two_processes_writes_the_same_frames(tiny_pipeline, 
     np.testing.assert_array_equal(matrices[2], matrices[0])
 
 
-def test_worker_faces_equal_in_process_faces_and_the_frame_file_is_removed(tiny_pipeline):  # noqa: F811
+def test_worker_faces_equal_in_process_faces_and_the_frame_file_is_removed(tiny_pipeline):
     from pathlib import Path
 
     frames = [frame for _, frame in zip(range(6), iter_frames(tiny_pipeline.config.video), strict=False)]

@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-from harness.config import RunConfig
 from harness.pipeline.media import iter_frames
 from harness.pipeline.overlap import run_overlapped
 from harness.trackers.timer import StageTimer
@@ -134,24 +133,6 @@ def test_stage_timer_takes_stages_from_several_threads():
     assert totals["a.inner_s"] >= 0.03 and totals["b.inner_s"] >= 0.03
     assert totals["a_s"] < 0.01  # each thread's inner stage is charged to the inner stage only
     assert timer.counts() == {"a": 3, "a.inner": 3, "b": 3, "b.inner": 3}
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline():
-    from harness.pipeline.demo_clip import ensure_demo_clip
-    from harness.pipeline.lipsync import LipsyncPipeline
-
-    video, audio = ensure_demo_clip()
-    config = RunConfig(
-        video=str(video),
-        audio=str(audio),
-        weights="tiny",
-        steps=1,
-        device="cpu",
-        max_seconds=0.8,  # 20 frames: a full segment and a short one
-        crf=0,
-    )
-    return LipsyncPipeline.load(config)
 
 
 def test_pipelined_output_equals_the_serial_output_frame_for_frame(tiny_pipeline, tmp_path):

@@ -70,7 +70,7 @@ class DetectorProcesses:
             initializer=_load,
             initargs=(make_detector,),
         )
-        self._path = _frame_folder() / f"harness-frames-{os.getpid()}-{next(_names)}.u8"
+        self._path: Path | None = None
         self._slots: np.memmap | None = None
 
     def _slots_for(self, frames: list[np.ndarray]) -> np.memmap:
@@ -78,7 +78,7 @@ class DetectorProcesses:
         shape = (len(frames), *frames[0].shape)
         if self._slots is None or self._slots.shape[1:] != shape[1:] or self._slots.shape[0] < shape[0]:
             self._remove()
-            self._path = self._path.with_name(f"harness-frames-{os.getpid()}-{next(_names)}.u8")
+            self._path = _frame_folder() / f"harness-frames-{os.getpid()}-{next(_names)}.u8"
             self._slots = np.memmap(self._path, dtype=np.uint8, mode="w+", shape=shape)
         return self._slots
 
@@ -98,7 +98,8 @@ class DetectorProcesses:
 
     def _remove(self) -> None:
         self._slots = None  # the last reference: the mapping goes with it (unlinking a mapped file is fine too)
-        self._path.unlink(missing_ok=True)
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
