@@ -12,6 +12,7 @@ $OUT/unet_options_<resolution>.json after every option, so a call cut short keep
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -98,6 +99,10 @@ def main() -> None:
         except Exception as exc:  # an option that cannot run here is reported, the others go on
             row = {"option": name, "settings": OPTIONS[name], "error": f"{type(exc).__name__}: {exc}"[:300]}
             traceback.print_exc()
+        # dynamo's caches hold the compiled pipeline alive: drop them, or the next option's weights_mb counts
+        # the last one's weights too (5273 MB for reduce-overhead after default's 2668 in the kept JSON)
+        torch._dynamo.reset()
+        gc.collect()
         torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
