@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import time
 import traceback
@@ -26,6 +25,7 @@ from realtime import unet_call_ms, unet_inputs
 
 from harness.config import RunConfig
 from harness.pipeline.lipsync import LipsyncPipeline
+from metrics.fidelity import snr_db
 
 COMPILED = {"compile": "default"}
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -48,12 +48,6 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "compile+int8wo": {**COMPILED, "quantization": "torchao-int8wo"},
     "compile=reduce-overhead+fp8": {"compile": "reduce-overhead", "quantization": "torchao-fp8"},
 }
-
-
-def snr_db(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """10 log10(signal power / error power) of `output` against `reference` (inf when equal)."""
-    error = (output.float() - reference.float()).pow(2).sum().item()
-    return math.inf if error == 0 else 10 * math.log10(reference.float().pow(2).sum().item() / error)
 
 
 def measure(name: str, resolution: int, reference: torch.Tensor | None) -> tuple[dict[str, Any], torch.Tensor]:

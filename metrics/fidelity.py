@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 DEFAULT_THRESHOLD_DB = 40.0
 STATES = ("passed", "failed", "not checked", "not applicable")
 
@@ -42,3 +44,10 @@ def fidelity_verdict(
     return Verdict(
         "passed", f"lossless; {psnr_db:.2f} dB PSNR from the baseline (gate: {threshold_db:.1f} dB)"
     )
+
+
+def snr_db(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """10 log10(signal power / error power) of `output` against `reference`, in float64 (inf when equal)."""
+    reference = reference.double()
+    error = (output.double() - reference).pow(2).sum().item()
+    return math.inf if error == 0 else 10 * math.log10(reference.pow(2).sum().item() / error)
