@@ -68,9 +68,11 @@ def quality_table(data: SweepData) -> pd.DataFrame:
     ok = data.ok.set_index("trial")
     scores = _present(ok, SCORES)
     out = pd.DataFrame(index=ok.index)
-    for column in ("tier", "fidelity_gate"):
-        if column in ok:
-            out[column] = ok[column].where(ok[column].notna(), "baseline" if column == "fidelity_gate" else "")
+    baselines = [data.baseline_of(name) == name for name in ok.index]
+    if "tier" in ok:
+        out["tier"] = ok["tier"].where([not b for b in baselines], "")  # a baseline has no tier against itself
+    if "fidelity_gate" in ok:
+        out["fidelity_gate"] = ok["fidelity_gate"].where(ok["fidelity_gate"].notna(), "baseline")
     for depth in _present(ok, DEPTHS):
         out[depth] = ok[depth]
         if depth in FLOORS and FLOORS[depth] in ok:
@@ -167,5 +169,7 @@ def quality_markdown(data: SweepData) -> str:
         "face_ssim": "face SSIM",
         "latent_snr_db": "latent SNR dB",
         **{score: score for score in scores},
+        "psnr_db": "frame PSNR dB",
+        "ssim": "frame SSIM",
     }
     return markdown(cells.rename_axis("trial"), headers, {})
