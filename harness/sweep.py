@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from harness.config import ConfigError, resolve
-from harness.results import RESULT_FILE, TrialResult, load_trial
+from harness.results import RESULT_FILE, TRIALS_DIR, TrialResult, load_trial
 from harness.trial import Trial, build_variants, safe_name
 from variants import VARIANTS
 
@@ -51,6 +51,7 @@ DEFAULT_WARMUP = 1
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_COUNT = 10_000  # repeats, warm-ups
+STALE_DIR = "stale"  # in the sweep folder: trial folders set aside (set_aside_stale)
 SCORE_OPTIONS = ("syncnet_weights", "s3fd_weights", "fid_weights", "fvd_weights", "lpips_weights", "detector")
 
 
@@ -70,6 +71,7 @@ class Sweep:
     interleave: bool = True  # repeats of the trials sharing an input in rounds (harness.interleave)
     overrides: list[str] = field(default_factory=list)  # the --set and --only given: the report's command
     only: list[str] = field(default_factory=list)
+    unselected: list[Trial] = field(default_factory=list)  # the file's trials that --only leaves out
 
 
 def _key_lines(root: yaml.Node, path: Path) -> dict[tuple, int]:
@@ -165,10 +167,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
             except ValueError as exc:
                 raise at.fail(f"trial {name!r}: {exc}", *origin) from None
             trials.append(trial)
+    selected = _select(trials, only, path, at)
     return Sweep(
         name=_check_name(str(data.get("name") or path.stem), at),
         path=path,
-        trials=_select(trials, only, path, at),
+        trials=selected,
         baseline=baseline,
         experiment=str(data.get("experiment") or data.get("name") or path.stem),
         description=str(data.get("description") or ""),
@@ -176,6 +179,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
         interleave=bool(data.get("interleave", True)),
         overrides=list(overrides or []),
         only=list(only or []),
+        unselected=[t for t in trials if not any(t is chosen for chosen in selected)],
     )
 
 
@@ -519,11 +523,84 @@ def run_sweep(sweep: Sweep, out_dir: Path, **options: Any) -> list[TrialResult]:
 
     with FolderLock(out_dir, what=f"sweep {sweep.name}"), signals_interrupt():
         check_trials(sweep, out_dir)
+        if options.get("log_mlflow", True):
+            from harness.tracking import check_reachable
+
+            check_reachable(options.get("tracking_uri"))
+        set_aside_stale(sweep, out_dir)
         try:
             return _run_sweep(sweep, out_dir, **options)
         except KeyboardInterrupt as exc:
             stop_all(f"the sweep was interrupted ({exc or 'Ctrl-C'})")
             raise
+
+
+class LoggingFailed(RuntimeError):
+    """The trials ran and their files, the results table and the report are written, but logging to MLflow
+    failed; `results` are the trials' results."""
+
+    def __init__(self, message: str, results: list[TrialResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def set_aside_stale(sweep: Sweep, out_dir: Path) -> None:
+    """One trial name, one row: `trials/` keeps only the folders of the file's trials as they are now (a folder
+    is named for its trial and key, and the key hashes its settings and its inputs' content). Any other folder
+    (an edited trial's earlier result, a trial gone from the file) moves to `stale/` with a warning, so the
+    results table, MLflow and the report never read it; one set aside earlier that is current again comes back
+    instead of running again."""
+    from harness.folder_lock import FolderLock
+    from harness.launcher import TRIAL_LOCK_WAIT_S
+    from harness.runner import resolve_inputs
+
+    trials_dir, stale_dir = out_dir / TRIALS_DIR, out_dir / STALE_DIR
+    current = {resolve_inputs(t).folder_name() for t in [*sweep.trials, *sweep.unselected]}
+    for name in sorted(current):
+        if (stale_dir / name).is_dir() and not (trials_dir / name).exists():
+            trials_dir.mkdir(parents=True, exist_ok=True)
+            (stale_dir / name).rename(trials_dir / name)
+            log.info("%s: current again (same settings and inputs); taken back from %s", name, stale_dir)
+    if not trials_dir.is_dir():
+        return
+    for folder in sorted(p for p in trials_dir.iterdir() if p.is_dir() and p.name not in current):
+        # a trial process of a killed sweep may still be ending in it: its lock says when it is done
+        with FolderLock(folder, what="setting a stale trial folder aside", wait_s=TRIAL_LOCK_WAIT_S):
+            stale_dir.mkdir(exist_ok=True)
+            target = stale_dir / folder.name
+            copies = 1
+            while target.exists():
+                target, copies = stale_dir / f"{folder.name}.{copies}", copies + 1
+            folder.rename(target)
+        log.warning(
+            "%s is not a trial of %s as it is now (its settings or inputs changed, or it left the file): set "
+            "aside in %s; the results table, MLflow and the report leave it out",
+            folder.name,
+            sweep.path,
+            target,
+        )
+
+
+def log_only(sweep: Sweep, out_dir: Path, tracking_uri: str | None = None) -> list[TrialResult]:
+    """Run no trial: the finished trials' files become the results table, the report and MLflow runs (for a
+    sweep run with --no-mlflow, or whose logging failed). Returns the results found."""
+    from harness.folder_lock import FolderLock
+    from harness.results import ResultsError, trial_folders
+    from harness.tracking import check_reachable
+
+    if not (out_dir / TRIALS_DIR).is_dir():
+        raise SweepError(f"{out_dir}: no {TRIALS_DIR}/ folder: no trial of {sweep.path} has run there to log")
+    with FolderLock(out_dir, what=f"sweep {sweep.name} (logging)"):
+        check_reachable(tracking_uri)
+        set_aside_stale(sweep, out_dir)
+        results = []
+        for folder in trial_folders(out_dir):
+            try:
+                results.append(load_trial(folder).result)
+            except ResultsError as exc:  # the table shows it as failed, MLflow leaves it out
+                log.warning("%s", exc)
+        write_summaries(sweep, out_dir, tracking_uri, True, results)
+    return results
 
 
 def check_trials(sweep: Sweep, out_dir: Path) -> None:
@@ -569,6 +646,7 @@ def _run_sweep(
             "baseline": sweep.baseline,
             "experiment": sweep.experiment,
             "command": sweep_command(sweep, out_dir, inline),
+            "trials": [t.name for t in sweep.trials],  # what this run set out to do: a report tells what is missing
         },
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
@@ -604,13 +682,16 @@ def _run_sweep(
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)
-    _write_summaries(sweep, out_dir, tracking_uri, log_mlflow)
+    write_summaries(sweep, out_dir, tracking_uri, log_mlflow, results)
     return results
 
 
-def _write_summaries(sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_mlflow: bool) -> None:
+def write_summaries(
+    sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_mlflow: bool, results: list[TrialResult]
+) -> None:
     """From the trials' files: speed ratios with intervals (and a warning if the machine was busy), the
-    results table, plots, MLflow and the report."""
+    results table, plots, MLflow and the report. The table and the report are written whatever MLflow does;
+    then LoggingFailed (carrying `results`) if logging to MLflow failed."""
     from harness.noise import warn_if_busy, with_speed_ratios, write_speed_ratios
     from harness.results import collect_results, write_table
     from harness.runner import STAGES
@@ -625,12 +706,23 @@ def _write_summaries(sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_
         lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
     ):
         log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
+    failure = ""
     if log_mlflow:
         from harness.tracking import log_sweep
 
-        log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+        try:
+            log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+        except Exception as exc:  # the files hold every result: they are logged later (--log-only)
+            log.debug("logging to MLflow failed", exc_info=True)
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            failure = (
+                f"logging to MLflow failed ({reason}); the results are in {out_dir}: log them later with "
+                f"`harness sweep {sweep.path} --log-only`"
+            )
     if draw_if_available(lambda: write_report(out_dir)):
         log.info("report: %s", out_dir / "report" / "report.md")
+    if failure:
+        raise LoggingFailed(failure, results)
 
 
 def _run_in_rounds(deferred: list[tuple[Trial, Path, Path | None]]) -> list[TrialResult]:
