@@ -522,11 +522,11 @@ def run_sweep(sweep: Sweep, out_dir: Path, **options: Any) -> list[TrialResult]:
     from harness.launcher import stop_all
 
     with FolderLock(out_dir, what=f"sweep {sweep.name}"), signals_interrupt():
-        check_trials(sweep, out_dir)
         if options.get("log_mlflow", True):
             from harness.tracking import check_reachable
 
             check_reachable(options.get("tracking_uri"))
+        check_trials(sweep, out_dir)
         set_aside_stale(sweep, out_dir)
         try:
             return _run_sweep(sweep, out_dir, **options)
