@@ -225,8 +225,14 @@ def _finish(out: Path, trial: Trial, fps: float) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> str:
+    """One SQLite store for the tests that log (its schema takes seconds to create); each sweep its own name."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 SWEEP = """
-name: s
+name: {name}
 base: {{weights: tiny, device: cpu}}
 inputs: [{{name: demo, video: {video}, audio: {audio}}}]
 profile: false
@@ -238,19 +244,19 @@ trials:
 """
 
 
-def test_an_edited_trial_sets_its_stale_result_aside_everywhere(media, tmp_path, monkeypatch):
+def test_an_edited_trial_sets_its_stale_result_aside_everywhere(media, tmp_path, monkeypatch, mlflow_store):
     from mlflow.tracking import MlflowClient
 
     video, audio = media
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
     out, path = tmp_path / "out", tmp_path / "s.yaml"
-    _write(path, SWEEP.format(video=video, audio=audio, steps=2))
+    _write(path, SWEEP.format(name="edited", video=video, audio=audio, steps=2))
     first = load_sweep(path)
     for trial, fps in zip(first.trials, (10.0, 20.0), strict=True):
         _finish(out, trial, fps)
     assert main(["sweep", str(path), "--out-dir", str(out)]) == 0  # both finished: tabled and logged
     # the same trial name with other settings: its old folder must not stand for it
-    _write(path, SWEEP.format(video=video, audio=audio, steps=3))
+    _write(path, SWEEP.format(name="edited", video=video, audio=audio, steps=3))
     edited = load_sweep(path)
     old = out / "trials" / first.trials[1].folder_name()
     new = _finish(out, edited.trials[1], 30.0)
@@ -260,7 +266,7 @@ def test_an_edited_trial_sets_its_stale_result_aside_everywhere(media, tmp_path,
     assert table.set_index("trial").at["fast", "fps"] == 30.0
     assert not old.exists() and (out / STALE_DIR / old.name).is_dir()
     client = MlflowClient()
-    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("edited").experiment_id])
     parents = [r.info.run_id for r in runs if r.data.tags.get("harness.role") == "sweep"]
     children = [r.data.tags["harness.trial_id"] for r in runs if r.data.tags.get("harness.role") == "trial"]
     assert len(parents) == 1 and sorted(children) == sorted([first.trials[0].folder_name(), new.name])
@@ -273,7 +279,7 @@ def test_an_edited_trial_sets_its_stale_result_aside_everywhere(media, tmp_path,
 
 def test_a_sweep_with_a_failed_trial_exits_1_naming_it(media, tmp_path, capsys):
     video, audio = media
-    path = _write(tmp_path / "s.yaml", SWEEP.format(video=video, audio=audio, steps=2))
+    path = _write(tmp_path / "s.yaml", SWEEP.format(name="s", video=video, audio=audio, steps=2))
     path.write_text(path.read_text().replace("weights: tiny", f"weights: {tmp_path / 'no-weights'}"))
     out = tmp_path / "out"
     _finish(out, load_sweep(path).trials[0], 10.0)  # the baseline finished; "fast" fails at loading
@@ -318,7 +324,7 @@ def _closed_port() -> int:
 def test_unreachable_mlflow_stops_the_sweep_before_its_first_trial(media, tmp_path, monkeypatch, capsys):
     video, audio = media
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
-    path = _write(tmp_path / "s.yaml", SWEEP.format(video=video, audio=audio, steps=2))
+    path = _write(tmp_path / "s.yaml", SWEEP.format(name="s", video=video, audio=audio, steps=2))
     began = time.perf_counter()
     assert main(["sweep", str(path), "--out-dir", str(tmp_path / "out")]) == 2
     assert time.perf_counter() - began < 10
@@ -328,11 +334,11 @@ def test_unreachable_mlflow_stops_the_sweep_before_its_first_trial(media, tmp_pa
 
 
 def test_mlflow_failing_after_the_trials_still_writes_table_and_report_and_exits_1(
-    media, tmp_path, monkeypatch, capsys, half_broken_mlflow
+    media, tmp_path, monkeypatch, capsys, half_broken_mlflow, mlflow_store
 ):
     video, audio = media
     monkeypatch.setenv("MLFLOW_TRACKING_URI", half_broken_mlflow)
-    path = _write(tmp_path / "s.yaml", SWEEP.format(video=video, audio=audio, steps=2))
+    path = _write(tmp_path / "s.yaml", SWEEP.format(name="s", video=video, audio=audio, steps=2))
     out = tmp_path / "out"
     for trial, fps in zip(load_sweep(path).trials, (10.0, 20.0), strict=True):
         _finish(out, trial, fps)
@@ -342,6 +348,11 @@ def test_mlflow_failing_after_the_trials_still_writes_table_and_report_and_exits
     err = capsys.readouterr().err
     assert "logging to MLflow failed" in err and f"harness sweep {path} --log-only" in err
     assert (out / "results.csv").exists() and (out / "report" / "report.md").exists()
+    # later, with a store that works: the finished trials are logged without running anything again
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    assert main(["sweep", str(path), "--out-dir", str(out), "--log-only"]) == 0
+    runs = json.loads((out / "mlflow_runs.json").read_text())["runs"]
+    assert sorted(runs) == ["baseline", "fast"]
 
 
 def test_report_on_a_running_sweep_is_partial_or_a_message(tmp_path, capsys):
