@@ -53,7 +53,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from harness.config import field_names
+    from harness.config import field_names, resolve
     from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.pipeline.distributed import current_shard, rank_folder
     from harness.preflight import check_run
@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if from_yaml and not isinstance(from_yaml, dict):
         raise ValueError(f"{args.config}: expected a mapping of run settings (key: value)")
     cli = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
+    resolve(cli, where=("command line",))  # an error in a flag says so (the merged layers below say "base")
     base = {**(from_yaml or {}), **cli}
     video, audio = base.pop("video", "demo"), base.pop("audio", "demo")
     variants = dict(_parse_variant(v) for v in args.variant)
