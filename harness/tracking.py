@@ -110,6 +110,11 @@ def resolve_tracking(
     return uri, None
 
 
+def bounded_http() -> Any:
+    """A block in which MLflow requests give up after HTTP_LIMITS (unless the environment sets its own)."""
+    return _http_limits(HTTP_LIMITS)
+
+
 @contextmanager
 def _http_limits(limits: Mapping[str, str], override: bool = False) -> Iterator[None]:
     """MLflow reads these variables at each request; set for the block (over the user's only if `override`)."""
@@ -355,7 +360,7 @@ def log_sweep(
     """
     sweep_dir = Path(sweep_dir).resolve()
     uri, artifact_location = resolve_tracking(tracking_uri, workdir)
-    with _store_lock(uri), _http_limits(HTTP_LIMITS):
+    with _store_lock(uri), bounded_http():
         return _log_sweep(sweep_dir, experiment_name, uri, artifact_location)
 
 

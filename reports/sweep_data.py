@@ -70,9 +70,10 @@ def locate(ref: str | Path, outputs: Path = Path("outputs"), tracking_uri: str |
     if _RUN_ID.match(str(ref)):
         from mlflow.tracking import MlflowClient
 
-        from harness.tracking import resolve_tracking
+        from harness.tracking import bounded_http, resolve_tracking
 
-        run = MlflowClient(tracking_uri=resolve_tracking(tracking_uri)[0]).get_run(str(ref))
+        with bounded_http():
+            run = MlflowClient(tracking_uri=resolve_tracking(tracking_uri)[0]).get_run(str(ref))
         folder = run.data.tags.get("harness.sweep_dir")
         if folder and (Path(folder) / SWEEP_FILE).exists():
             return Path(folder)
