@@ -7,6 +7,9 @@
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
 #   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
+#   fidelity[@S] experiments/fidelity.yaml inline: every family value's tier, gate and depths (README "Fidelity
+#                tiers"); at most S seconds, default 540
+#   exact-demo1  the same file's baseline and pipelined trials on the whole of demo1 (serial vs pipelined, exact)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
 # (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe 0.10.14 unpacked, its pose/hand/iris/holistic/
@@ -37,6 +40,12 @@ for name in ("torch", "diffusers", "transformers", "av", "cv2", "mediapipe", "ma
         print(f"{name:14s} MISSING ({type(exc).__name__}: {str(exc)[:80]})")
 PY
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$OUT/probe.txt"
+# A sweep's table and files back to $OUT: its fidelity summary, and its JSON, CSV and report, without videos
+# and recordings (fetch them with the call; $OUT is emptied by the next).
+bundle_sweep() {
+  python3 bench/summarise_trials.py "$1" --fidelity | tee "$OUT/$2.md"
+  tar czf "$OUT/$2_sweep.tgz" -C "$1" --exclude='*.mp4' --exclude='*.generated' --exclude='*.prof' .
+}
 for step in "$@"; do
   case "$step" in
     core)
@@ -63,6 +72,20 @@ for step in "$@"; do
     detect)
       timeout 200 python3 bench/detect_speed.py --video .gpudata/demo1_video.mp4 --frames 240 --processes 0,1,2,4,8 \
         --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
+    fidelity*)
+      limit=540
+      [[ $step == *@* ]] && limit=${step##*@}
+      timeout "$limit" python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow \
+        --out-dir /tmp/fidelity > "$OUT/fidelity.log" 2>&1
+      tail -3 "$OUT/fidelity.log"
+      bundle_sweep /tmp/fidelity fidelity ;;
+    exact-demo1)
+      timeout 400 python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow --only baseline,pipelined \
+        --out-dir /tmp/exact_demo1 --set score=false --set base.max_seconds=0 \
+        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        > "$OUT/exact_demo1.log" 2>&1
+      tail -3 "$OUT/exact_demo1.log"
+      bundle_sweep /tmp/exact_demo1 exact_demo1 ;;
     *) echo "unknown step $step" ;;
   esac
 done

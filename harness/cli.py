@@ -126,7 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"sweep {sweep.name}: {len(sweep.trials)} trial(s), baseline {sweep.baseline!r}, output {out_dir}"
         )
         for trial in sweep.trials:
-            notes = [] if trial.is_baseline else ["lossless" if trial.lossless else "lossy"]
+            notes = [] if trial.is_baseline else [f"{trial.tier} tier"]
             notes += [f"{family}: no-op on this base" for family in trial.noop_families()]
             print(f"  {trial.folder_name()}  {json.dumps(trial.variants)} ({'; '.join(notes) or 'baseline'})")
         return 0

@@ -10,7 +10,8 @@ Why it is built this way:
   stays safe, and a tracking server needs to be reachable from this machine only.
 - Inputs, and the baseline's output for the scores against it, are used in place where the node sees the same
   file (same path, size and mtime: one machine, a shared filesystem), else copied once per node from the object
-  store. A trial that ran on a copy is recorded with this machine's paths and key, so resuming skips it.
+  store; the baseline's recording of its generated region (metrics.generated_region) travels with its output.
+  A trial that ran on a copy is recorded with this machine's paths and key, so resuming skips it.
 - A task that fails, or whose worker or node is lost, gives a failed trial and the sweep goes on (no retries:
   re-running the sweep re-runs failed trials and skips finished ones, as always).
 - Timed repeats are not interleaved: trials run side by side, each on its own GPU.
@@ -79,7 +80,29 @@ def _local_copy(ray: Any, shipped: _Shipped) -> Path:
     return copy
 
 
-def _run_task(trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shipped | None) -> bytes:
+def _pack(folder: str | Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def _recording_beside(ray: Any, reference: Path, recording: list | None) -> None:
+    """The baseline's recording next to the node's copy of its output (in place already where it is the file)."""
+    from metrics.generated_region import generated_dir
+
+    folder = generated_dir(reference)
+    if recording is None or folder.is_dir():
+        return
+    partial = folder.with_name(f".{folder.name}.{os.getpid()}")
+    with tarfile.open(fileobj=io.BytesIO(ray.get(recording[0]))) as tar:
+        tar.extractall(partial, filter="data")
+    os.replace(partial, folder)
+
+
+def _run_task(
+    trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shipped | None, recording: list | None
+) -> bytes:
     """On a Ray worker: the trial in a fresh process in a scratch folder; returns the folder, packed."""
     import ray
 
@@ -88,12 +111,11 @@ def _run_task(trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shi
     trial = Trial.from_dict(trial_data)
     trial.video, trial.audio = str(_local_copy(ray, video)), str(_local_copy(ray, audio))
     reference = _local_copy(ray, baseline) if baseline is not None else None
+    if reference is not None:
+        _recording_beside(ray, reference, recording)
     with tempfile.TemporaryDirectory(prefix="harness-trial-") as scratch:
         run_in_subprocess(trial, Path(scratch), baseline_output=reference)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(scratch, arcname=".")
-        return buffer.getvalue()
+        return _pack(scratch)
 
 
 def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
@@ -126,7 +148,10 @@ def _submit(
     ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]
 ) -> tuple[dict[Any, tuple[Trial, Path]], list[TrialResult]]:
     """Start a task per job; returns the tasks running and the trials no node can run (failed)."""
+    from metrics.generated_region import generated_dir
+
     task = ray.remote(max_retries=0)(_run_task)
+    recordings: dict[str, list | None] = {}
     cluster = ray.cluster_resources()
     pending: dict[Any, tuple[Trial, Path]] = {}
     unrunnable = []
@@ -141,8 +166,12 @@ def _submit(
             if path is not None and str(path) not in shipped and Path(path).is_file():
                 shipped[str(path)] = _ship(ray, path)
         baseline = shipped.get(str(reference)) if reference is not None else None
+        if reference is not None and str(reference) not in recordings:
+            folder = generated_dir(Path(reference))
+            recordings[str(reference)] = [ray.put(_pack(folder))] if folder.is_dir() else None
+        recording = recordings.get(str(reference)) if reference is not None else None
         ref = task.options(**resources).remote(
-            trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline
+            trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline, recording
         )
         pending[ref] = (trial, folder)
     return pending, unrunnable
@@ -174,7 +203,7 @@ def _failed(trial: Trial, folder: Path, error: str, details: str = "") -> TrialR
 
 def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]:
     """Run the jobs as Ray tasks: on the cluster at `address`, the one already joined, or a new local one.
-    Baselines go first when other trials are scored against their output; otherwise all go at once."""
+    Baselines go first when other trials are compared with them (fidelity, scores); otherwise all go at once."""
     if not jobs:
         return []
     ray = import_ray()
@@ -184,7 +213,7 @@ def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]
         ray.init(address=address, **({} if address else {"include_dashboard": False}))
     log.info("Ray cluster: %s", ray.cluster_resources())
     try:
-        needs_baseline = any(ref is not None and t.score and not t.is_baseline for t, _, ref in jobs)
+        needs_baseline = any(ref is not None and t.compare for t, _, ref in jobs)
         phases = (
             [[j for j in jobs if j[0].is_baseline], [j for j in jobs if not j[0].is_baseline]]
             if needs_baseline

@@ -159,6 +159,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
                 score=bool(data.get("score", True)),
                 keep_video=bool(data.get("keep_video", True)),
                 is_baseline=name == baseline,
+                compare=name != baseline,
                 baseline_variants=baseline_variants,
                 score_options=score_options,
             )
@@ -636,6 +637,7 @@ def _run_sweep(
     from harness.launcher import run_in_subprocess
     from harness.results import write_json_atomic
     from harness.runner import output_path, resolve_inputs, run_trial
+    from metrics.generated_region import remove_recording
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -682,6 +684,7 @@ def _run_sweep(
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)
+            remove_recording(output)
     write_summaries(sweep, out_dir, tracking_uri, log_mlflow, results)
     return results
 

@@ -61,7 +61,7 @@ def test_attention_parses_and_sits_between_deepcache_and_compile():
     assert Attention("MATH").value == "math" and Attention(None).value == "auto"
     with pytest.raises(VariantError, match="cudnn"):
         Attention("fastest")
-    assert Attention.lossless_change("auto", "flash") and Attention.lossless_change("math", "efficient")
+    assert Attention.change_tier("auto", "flash") == Attention.change_tier("math", "efficient") == "float"
     assert DeepCache.order < Attention.order < Compile.order
     assert Attention("auto").transforms() == [] and Attention("auto").is_available(CPU) is None
 
@@ -201,7 +201,7 @@ def test_channels_last_runs_every_convolution_channels_last_with_the_same_output
 
 def test_channels_last_sits_after_pruning_and_before_quantization():
     assert ChannelsLast("true").value == "on" and ChannelsLast(False).value == "off"
-    assert ChannelsLast("off").transforms() == [] and ChannelsLast.lossless_change("off", "on")
+    assert ChannelsLast("off").transforms() == [] and ChannelsLast.change_tier("off", "on") == "float"
     assert Pruning.order < ChannelsLast.order < Quantization.order < Compile.order
 
 
@@ -234,9 +234,9 @@ def test_vae_slicing_encodes_and_decodes_one_image_at_a_time_with_the_same_outpu
     torch.testing.assert_close(sliced_decoded, plain_decoded, rtol=1e-4, atol=1e-5)
 
 
-def test_vae_slicing_is_lossless_and_sits_before_compile():
+def test_vae_slicing_is_float_tier_and_sits_before_compile():
     assert VaeSlicing("true").value == "on" and VaeSlicing("off").transforms() == []
-    assert VaeSlicing.lossless_change("off", "on")
+    assert VaeSlicing.change_tier("off", "on") == "float"
     assert ChannelsLast.order < VaeSlicing.order < Quantization.order < Compile.order
 
 

@@ -33,7 +33,7 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
     assert {t.key() for t in sweep.trials}.__len__() == 6
     trial = next(t for t in sweep.trials if t.name == "steps=3,guidance=1.5")
     assert trial.resolve().steps == 3 and trial.resolve().guidance == 1.5
-    assert next(t for t in sweep.trials if t.name == "threads").lossless
+    assert next(t for t in sweep.trials if t.name == "threads").tier == "exact"
 
 
 @pytest.mark.parametrize(

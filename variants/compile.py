@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metrics.fidelity import FLOAT
 from variants.base import ChoiceVariant, Transform
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class Compile(ChoiceVariant):
     choices = MODES
     aliases = {"false": "off", "none": "off", "true": "default"}
     order = 50  # last: compiles the U-Net as the other transforms left it
-    always_lossless = True  # the same math, fused and reordered: equal to eager within float tolerance
+    tier = FLOAT  # the same math, fused and reordered
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "off":
