@@ -174,7 +174,9 @@ def _summarise(results: list[Any], planned: list[str], out_dir: Path, logging_fa
     problems = []
     failed = [r.trial for r in results if r.status == "failed"]
     if failed:
-        problems.append(f"{len(failed)} of {len(planned)} trial(s) failed: {', '.join(failed)} (see results.csv)")
+        problems.append(
+            f"{len(failed)} of {len(planned)} trial(s) failed: {', '.join(failed)} (see results.csv)"
+        )
     missing = [name for name in planned if name not in {r.trial for r in results}]
     if missing:
         problems.append(f"{len(missing)} trial(s) have no result: {', '.join(missing)}")

@@ -45,7 +45,9 @@ def check_run(config: RunConfig, output: Path) -> list[str]:
             "short or damaged)"
         )
         if config.truncated_video == "error":
-            raise PreflightError(f"{problem}; use a complete file, or truncated_video: warn to run on what is there")
+            raise PreflightError(
+                f"{problem}; use a complete file, or truncated_video: warn to run on what is there"
+            )
         log.warning("%s; running on the frames there are (truncated_video: warn)", problem)
         warnings.append(problem)
     check_output(output, [config.video, config.audio])

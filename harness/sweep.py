@@ -648,7 +648,9 @@ def _run_sweep(
             "baseline": sweep.baseline,
             "experiment": sweep.experiment,
             "command": sweep_command(sweep, out_dir, inline),
-            "trials": [t.name for t in sweep.trials],  # what this run set out to do: a report tells what is missing
+            "trials": [
+                t.name for t in sweep.trials
+            ],  # what this run set out to do: a report tells what is missing
         },
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)

@@ -137,7 +137,9 @@ def check_reachable(tracking_uri: str | None = None, workdir: str | Path | None 
     why and what to do. A server gets one request (REACH_TIMEOUT_S, no retries); for the SQLite store, its
     folder must take files (the database itself is created under the store's lock when logging)."""
     uri, _ = resolve_tracking(tracking_uri, workdir)
-    later = "or run with --no-mlflow now and log the finished trials later with `harness sweep FILE --log-only`"
+    later = (
+        "or run with --no-mlflow now and log the finished trials later with `harness sweep FILE --log-only`"
+    )
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
         try:
@@ -152,7 +154,11 @@ def check_reachable(tracking_uri: str | None = None, workdir: str | Path | None 
         return uri
     from mlflow.tracking import MlflowClient
 
-    limits = {**HTTP_LIMITS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REACH_TIMEOUT_S)}
+    limits = {
+        **HTTP_LIMITS,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REACH_TIMEOUT_S),
+    }
     try:
         with _http_limits(limits, override=True):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
@@ -445,7 +451,11 @@ def _log_sweep(sweep_dir: Path, experiment_name: str, uri: str, artifact_locatio
     for trial_id, run in children.items():
         if trial_id and not (sweep_dir / TRIALS_DIR / trial_id).exists():  # set aside as stale by the sweep
             client.delete_run(run.info.run_id)
-            log.info("MLflow: deleted run %s of %s, whose folder is no longer the sweep's", run.info.run_id, trial_id)
+            log.info(
+                "MLflow: deleted run %s of %s, whose folder is no longer the sweep's",
+                run.info.run_id,
+                trial_id,
+            )
     write_json_atomic(
         sweep_dir / RUNS_FILE,
         {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id, "runs": run_ids},

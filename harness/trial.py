@@ -126,7 +126,9 @@ def _file_stamp(path: str) -> str:
     except OSError:
         return str(path)  # a missing input fails its checks before anything runs
     # the change time is set by the kernel on every write (a reset mtime cannot hide one)
-    return _content_hash(str(Path(path).resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    return _content_hash(
+        str(Path(path).resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -88,7 +88,9 @@ def load(folder: str | Path) -> SweepData:
     folder = Path(folder)
     info = read_json(folder / SWEEP_FILE) if (folder / SWEEP_FILE).exists() else {}
     csv = folder / RESULTS_CSV
-    table = pd.read_csv(csv) if csv.exists() and not (folder / TRIALS_DIR).is_dir() else collect_results(folder)
+    table = (
+        pd.read_csv(csv) if csv.exists() and not (folder / TRIALS_DIR).is_dir() else collect_results(folder)
+    )
     pending = _pending(folder, info, table)
     if table.empty:
         waiting = f" (no result yet: {', '.join(pending)})" if pending else ""
@@ -113,4 +115,8 @@ def _pending(folder: Path, info: dict[str, Any], table: pd.DataFrame) -> list[st
     if "trials" in info:
         return [name for name in info["trials"] if name not in set(table["trial"])]
     started = folder / TRIALS_DIR
-    return sorted(p.name for p in started.glob("*/") if not (p / RESULT_FILE).exists()) if started.is_dir() else []
+    return (
+        sorted(p.name for p in started.glob("*/") if not (p / RESULT_FILE).exists())
+        if started.is_dir()
+        else []
+    )

@@ -75,7 +75,10 @@ def test_alias_bomb_is_refused_before_it_expands(tmp_path):
         ("trials: [baseline]\n", r"s.yaml:1: trials\[0\]: expected a mapping .*got str 'baseline'"),
         ("trials: {baseline: {}}\n", r"s.yaml:1: trials: expected a list \(- item\), got dict"),
         ("inputs: demo\n", r"s.yaml:1: inputs: expected a list \(- item\), got str 'demo'"),
-        ("trials:\n  - name: a\n    variant: {steps: 2}\n", r"s.yaml:3: trials\[0\]: unknown key 'variant'; did"),
+        (
+            "trials:\n  - name: a\n    variant: {steps: 2}\n",
+            r"s.yaml:3: trials\[0\]: unknown key 'variant'; did",
+        ),
         ("name: a\nname: b\n", r"s.yaml:2: key 'name' appears twice in one mapping \(first on line 1\)"),
         ("grid:\n  steps: []\n", r"s.yaml:2: grid.steps: the axis has no values"),
         ("", r"s.yaml: the file is empty \(or holds only comments\)"),
@@ -108,7 +111,9 @@ def test_malformed_sweep_file_exits_2_without_a_traceback(tmp_path, capsys):
         (["--steps", "1001"], "steps must be an integer from 1 to 1000"),
     ],
 )
-def test_non_finite_and_out_of_range_settings_stop_the_run_before_it_starts(tmp_path, capsys, option, message):
+def test_non_finite_and_out_of_range_settings_stop_the_run_before_it_starts(
+    tmp_path, capsys, option, message
+):
     run_dir = tmp_path / "r"
     assert main(["run", "--weights", "tiny", "--device", "cpu", *option, "--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
@@ -139,7 +144,9 @@ def test_audio_with_non_finite_samples_is_refused_before_loading(media, tmp_path
 
     video, _ = media
     nan_wav = _float_wav(tmp_path / "nan.wav", bad_at=8037)
-    with pytest.raises(MediaError, match=r"non-finite sample \(inf\) at t = 0.125 s \(sample 2000 at 16000 Hz\)"):
+    with pytest.raises(
+        MediaError, match=r"non-finite sample \(inf\) at t = 0.125 s \(sample 2000 at 16000 Hz\)"
+    ):
         read_audio(_float_wav(tmp_path / "inf.wav", bad_at=2000, value=float("inf")))
     run_dir = tmp_path / "r"
     args = ["run", "--weights", "tiny", "--device", "cpu", "--video", str(video), "--audio", str(nan_wav)]
@@ -185,7 +192,9 @@ def test_truncated_video_stops_before_loading_or_runs_with_the_warning_recorded(
     assert not run_dir.exists()
     # told to go on, the run records the warning in its result (here it then fails at loading: no weights)
     base = {"weights": str(tmp_path / "no-weights"), "device": "cpu", "truncated_video": "warn"}
-    trial = Trial(name="t", base=base, video=str(cut), audio=str(audio), repeats=0, profile=False, score=False)
+    trial = Trial(
+        name="t", base=base, video=str(cut), audio=str(audio), repeats=0, profile=False, score=False
+    )
     result = run_trial(trial, tmp_path / "trial")
     saved = json.loads((tmp_path / "trial" / "result.json").read_text())
     assert result.status == "failed"
@@ -219,9 +228,9 @@ def _finish(out: Path, trial: Trial, fps: float) -> Path:
     write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs})
     write_json_atomic(folder / "config.json", trial.resolve().to_dict())
     metrics = {"frames": 10.0, "fps": fps, "rtf": fps / 25, "total_s": 10 / fps}
-    TrialResult(trial=trial.name, status="ok", key=trial.key(), variants=trial.variants, metrics=metrics).write(
-        folder
-    )
+    TrialResult(
+        trial=trial.name, status="ok", key=trial.key(), variants=trial.variants, metrics=metrics
+    ).write(folder)
     return folder
 
 
@@ -357,7 +366,9 @@ def test_mlflow_failing_after_the_trials_still_writes_table_and_report_and_exits
 
 def test_report_on_a_running_sweep_is_partial_or_a_message(tmp_path, capsys):
     folder = tmp_path / "running"
-    write_json_atomic(folder / "sweep.json", {"name": "running", "baseline": "baseline", "trials": ["baseline", "fast"]})
+    write_json_atomic(
+        folder / "sweep.json", {"name": "running", "baseline": "baseline", "trials": ["baseline", "fast"]}
+    )
     (folder / "trials" / "baseline-0000").mkdir(parents=True)  # started, no result yet
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
