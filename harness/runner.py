@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.config import RunConfig
 from harness.fidelity import TrialFidelity
-from harness.results import TrialResult
+from harness.results import TrialResult, replace_atomically
 from harness.trial import Trial
 from reports.plots import draw_if_available, stage_times_plot
 
@@ -79,7 +79,7 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
     try:
         config = trial.resolve()
         output = output_path(config, folder)
-        check_run(config, output)
+        warnings = check_run(config, output)
         config.write(folder / "config.json")
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
@@ -89,6 +89,8 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
             for key, value in variant.describe().items()
         }
         result.tags = {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
+        if warnings:  # the run goes on, but its figures come from flawed inputs: say so beside them
+            result.tags["input_warnings"] = "; ".join(warnings)
         fidelity = TrialFidelity(trial, output, baseline_output)
         result.tags["tier"] = fidelity.tier
         for variant in active_variants(config):
@@ -128,7 +130,7 @@ def _measure(
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
     from harness.interleave import take_turn
     from harness.pipeline.lipsync import LipsyncPipeline
-    from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic
+    from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker
     from harness.trackers.profile import CProfileTracker
@@ -179,7 +181,7 @@ def _measure(
         rtf=run.duration_s / total,
         no_face_frames=len(run.no_face_frames),
     )
-    np.save(folder / "matrices.npy", run.matrices)
+    write_npy_atomic(folder / "matrices.npy", run.matrices)
     artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md", TIMED_RUNS_FILE]
     _write_stage_table(metrics, folder / "stage_times.md")
     if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
@@ -251,4 +253,5 @@ def _write_stage_table(metrics: dict[str, float], path: Path) -> None:
             rows.append(
                 f"| {stage} | {metrics[f'{stage}_s']:.3f} | {metrics.get(f'cold_{stage}_s', float('nan')):.3f} |"
             )
-    path.write_text("\n".join(rows) + "\n")
+    text = "\n".join(rows) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,24 @@ def change_tier(name: str, old: Any, new: Any) -> str:
 
 
 def _file_stamp(path: str) -> str:
+    """An input's identity for reuse: its content's hash (a file of the same size with its time reset is
+    another input), hashed once per file version in a process."""
     if not path:
         return ""
-    p = Path(path)
-    return f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" if p.exists() else str(p)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return str(path)  # a missing input fails its checks before anything runs
+    # the change time is set by the kernel on every write (a reset mtime cannot hide one)
+    return _content_hash(
+        str(Path(path).resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int, _inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()

@@ -41,6 +41,12 @@ class ReportParts:
 def _banners(data: SweepData) -> list[str]:
     ok = data.ok
     out = []
+    if data.pending:
+        out.append(
+            f"> **Partial report.** {len(data.pending)} trial(s) have no result yet (the sweep is running, or "
+            f"stopped before them): {', '.join(f'`{t}`' for t in data.pending)}. Run `harness report` again "
+            "when it has finished."
+        )
     synthetic = ok.get("weights.synthetic", pd.Series(dtype=object)).astype(str).str.lower().eq("true")
     if synthetic.any():
         sources = ", ".join(sorted(set(ok.loc[synthetic, "weights.source"].astype(str))))

@@ -115,6 +115,8 @@ def _ratio_cell(row: pd.Series) -> str:
 
 def speed_markdown(data: SweepData, links: dict[str, str]) -> str:
     df = speed_table(data).copy()
+    if df.empty:  # every trial so far failed or was skipped: listed below the table
+        return "No trial has finished ok: no speed figures."
     df.insert(2, "ratio", [_ratio_cell(row) for _, row in df.iterrows()])
     df["mlflow"] = [f"[run]({links[name]})" if name in links else "" for name in df.index]
     headers = {
