@@ -36,6 +36,7 @@ SAMPLES: dict[str, list] = {
     "compile": ["default"],
     "batch": [2],
     "attention": ["math"],
+    "fuse-qkv": ["on"],
     "channels-last": ["on"],
     "vae-slicing": ["on"],
     "execution": ["pipelined"],
@@ -58,6 +59,7 @@ FIELD = {
     "compile": "compile",
     "batch": "segments_per_call",
     "attention": "attention",
+    "fuse-qkv": "fuse_qkv",
     "channels-last": "channels_last",
     "vae-slicing": "vae_slicing",
     "execution": "execution",
@@ -72,13 +74,14 @@ ALWAYS_LOSSLESS = {
     "segments_per_call",
     "compile",
     "attention",
+    "fuse_qkv",
     "channels_last",
     "vae_slicing",
     "execution",
 }
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.
-ORDER = ["whisper_dtype", "pruning", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
+ORDER = ["whisper_dtype", "pruning", "fuse_qkv", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
 BASES = [
     {},
     {"steps": 3},
