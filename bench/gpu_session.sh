@@ -9,7 +9,7 @@
 #   roofline[:R] bench/unet_roofline.py at R (default 512): one guided call eager and compiled (ROOFLINE_CONFIGS,
 #                default eager,compile), time by op class against the H200's peaks (about 3.5 min on a cold machine)
 #   levers:R:NAMES[@S]  bench/unet_levers.py at R: the levers NAMES (comma-separated; eager and compile run first)
-#                each in its own process against compile:default, S seconds in all (default 560); LEVERS_ROOFLINE
+#                each in its own process against compile:default, S seconds in all (default 480); LEVERS_ROOFLINE
 #                (e.g. eager,compile) also profiles those by op class; LEVERS_EXTRA='name=key:value,...' adds a
 #                lever; LEVERS_ARGS passes more options (--save-cache $OUT/cache, --load-cache DIR, --compile-only)
 #   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
@@ -75,10 +75,10 @@ for step in "$@"; do
         --out "$OUT" 2>&1 | tee "$OUT/roofline.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
     levers:*)
       spec=${step#levers:}
-      budget=560
+      budget=480  # with the install, the probe and the table, the command stays inside a run's 600 s
       [[ $spec == *@* ]] && budget=${spec##*@} && spec=${spec%@*}
       # shellcheck disable=SC2086  # LEVERS_ARGS is a list of options
-      timeout $((budget + 60)) python3 bench/unet_levers.py --resolution "${spec%%:*}" --levers "${spec#*:}" \
+      timeout $((budget + 45)) python3 bench/unet_levers.py --resolution "${spec%%:*}" --levers "${spec#*:}" \
         --budget "$budget" --roofline "${LEVERS_ROOFLINE:-}" ${LEVERS_EXTRA:+--lever "$LEVERS_EXTRA"} ${LEVERS_ARGS:-} \
         --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     detect)

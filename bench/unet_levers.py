@@ -35,18 +35,28 @@ diffusers and torchao only, is 10 MB); on the CPU the tiny U-Net's cache is 4.5 
 size on the GPU it is not measured yet. So every lever is compiled and measured in one call, and only
 `compile`, the baseline every call repeats, is worth carrying to the next call, if its file is small.
 
-Recommended device calls (one H200, fresh machine each; minutes are estimates from the measured 99-124 s cold
-compile of `compile: default` and the > 220-270 s of the coordinate-descent runs, not measurements):
+Recommended device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (diffusers and torchao
+wheels) and, for calls 2 and 3, `.gpucache` (gitignored) holding call 1's compile.megacache.xz if it came back;
+each call costs about 1.5 min of machine start on top of its command). The minutes are estimates, not measurements: from the
+measured 99-124 s cold compile of `compile: default` (README), about 15 s per lever for its own process (import,
+synthetic weights, CUDA), about 60-90 s to compile a lever of the same shapes once the baseline's Triton kernels
+are cached, and > 220-270 s for anything with coordinate-descent tuning.
 
-1. `LEVERS_ROOFLINE=eager,compile bash bench/gpu_session.sh
-   levers:512:eager,compile,fuse-qkv,cudnn,flash,b4,conv1x1-mm,fp8,int8dq@560` (about 9.5 min: eager 0.7,
-   compile 2.5 with its roofline, fuse-qkv 1.5, cudnn 1, flash 1, b4 2, conv1x1-mm 1.5 (its graph is new),
-   then fp8 and int8dq as long as the budget lasts; a lever that does not fit is recorded as skipped).
-2. `bash bench/gpu_session.sh levers:512:eager,compile,recipe,autotune@560` (recipe alone may take 4-5 min to
-   compile; autotune gets what is left), or, if call 1 left fp8/int8dq out, `...:eager,compile,fp8,int8dq,
-   fp8-row,bf16@560`.
-3. The winners stacked, named with --lever (gpu_session: LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on').
-Each call repeats `compile` (its baseline: about 2 min cold) and `eager` (40 s) because machines differ.
+1. The roofline and the cheap lossless levers (command about 8.5 min; the priority if only one call is made):
+   `LEVERS_ROOFLINE=eager,compile LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
+   levers:512:eager,compile,fuse-qkv,conv1x1-mm,b4,flash@480`
+   eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), fuse-qkv 1.5, conv1x1-mm 1.5,
+   b4 2.2 (new shapes: cold); flash only if 60 s are left (else recorded as skipped). Returns 8 files: probe.txt,
+   levers.log, unet_levers_512.json/.md, unet_roofline_512.json/.md/.png, compile.megacache.xz (if <= 16 MB).
+2. The near-lossless levers: `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
+   levers:512:compile,fp8,int8dq,fp8-row@480` (compile 1 min warm from the carried cache, else 2.5; fp8 and
+   int8dq about 2.5 each; fp8-row (bf16) if time is left).
+3. The inductor recipe (optional): `... levers:512:compile,recipe,autotune@480` (recipe alone may take 4-5 min;
+   autotune gets what is left and, cut short, still states its compile time as "> N s"). Then the winners
+   stacked: LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on'.
+Calls 2 and 3 leave `eager` out (their fidelity is against `compile`, which is 53 dB from eager at 512); every
+call repeats `compile` because machines differ. `bash bench/gpu_session.sh roofline` alone (about 3.5 min)
+profiles eager and compile without the levers.
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
     python bench/unet_levers.py --tiny --device cpu --levers eager,fuse-qkv --frames 4 --steps 2 --repeats 2
@@ -518,7 +528,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the latent-depth denoise")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per lever (median)")
     parser.add_argument("--timeout", type=float, default=330, help="seconds per lever unless the lever sets its own")
-    parser.add_argument("--budget", type=float, default=560, help="seconds for all levers: a lever that cannot "
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all levers: a lever that cannot "
                         "get 60 s is skipped, and none gets more than what is left")
     parser.add_argument("--roofline", default="", help="levers to profile by op class as well (e.g. eager,compile)")
     parser.add_argument("--compile-only", action="store_true", help="only the first call: fills the caches")

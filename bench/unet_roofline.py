@@ -362,7 +362,7 @@ def roofline_rows(profile: dict[str, Any], work: dict[str, Any], call_ms: float,
     rows.append({"class": IDLE, "ms": idle, "share_of_call": idle / call_ms if call_ms else None})
     total = work["total_flops"]
     rows.append({
-        "class": "whole call (CUDA events)",
+        "class": "whole call",
         "ms": call_ms,
         "share_of_call": 1.0,
         "gflop": total / 1e9,
@@ -396,8 +396,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     by_name = {r["name"]: {row["class"]: row for row in r["rows"]} for r in results}
     for cls in [row["class"] for row in results[0]["rows"]]:
         first = by_name[names[0]][cls]
-        gflop = f"{first['gflop']:.0f}" if first.get("gflop") else "-"
-        mb = f"{first['mb']:.0f}" if first.get("mb") else "-"
+        gflop = f"{first['gflop']:.4g}" if first.get("gflop") else "-"
+        mb = f"{first['mb']:.4g}" if first.get("mb") else "-"
         cells = []
         for n in names:
             row = by_name[n][cls]
