@@ -10,7 +10,7 @@ into the next lever. For each lever:
 
 - `first_call_s`: the first call, where torch.compile traces and builds (cold, unless --cache-dir already holds
   the graph from an earlier lever or roofline step of the same device call, or --load-cache brought it);
-  `graphs` and `graph_breaks` from dynamo's counters;
+  `graphs`, `graph_breaks` and `fxgraph_cache` (inductor's graph-cache hits and misses) from dynamo's counters;
 - `call_ms` (CUDA events, median of --repeats after 3 warm-ups) and `ms_per_segment` (segments_per_call 2 puts
   two 16-frame segments in one call); `call_peak_mb`: GPU memory above the weights during the timed calls;
   `first_call_peak_mb`: the same during the first call (compiling and autotuning included);
@@ -28,12 +28,15 @@ Compile caches. All levers share inductor's cache folder (--cache-dir), so a lev
 built in the same call: Triton kernels of the same source, and whole graphs (the roofline step's `compile` graph
 is the levers' `compile`). `--save-cache compile,...` writes those levers' portable caches
 (torch.compiler.save_cache_artifacts, lzma) to --cache-out (default --out) as <lever>.megacache.xz, their sizes
-into the rows; `--load-cache DIR` loads a lever's file before it compiles, so a later call gets that lever warm
-(its first call is then mostly dynamo's tracing; its cold compile time is the earlier call's row). A device call
-returns at most 8 files of 16 MB (64 MB in all) and carries at most 64 MB in, .whl/ 48 MB of it (.whl_unet/,
-diffusers and torchao only, is 10 MB); on the CPU the tiny U-Net's cache is 4.5 MB raw and 0.2 MB packed, at full
-size on the GPU it is not measured yet. So every lever is compiled and measured in one call, and only
-`compile`, the baseline every call repeats, is worth carrying to the next call, if its file is small.
+into the rows; `--load-cache DIR` loads a lever's file before it compiles, so that inductor finds the graph
+(the row's fxgraph_cache then says hit; the cold compile time is the earlier call's row). Checked on the CPU only:
+the tiny U-Net's file is 4.5 MB raw, 0.2 MB packed; loaded into an empty cache folder it gave a graph-cache hit,
+but the C++ kernels were built again (first call 97 s against 132 s cold, 16 s with the whole cache folder).
+On a GPU the file also holds the compiled Triton kernels, so the gain should be larger; neither that nor the
+file's size at 512 is measured yet. A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
+most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So every lever is compiled
+and measured in one call, and only `compile`, the baseline every call repeats, is worth carrying to the next
+call, if its file is small.
 
 Recommended device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (diffusers and torchao
 wheels) and, for calls 2 and 3, `.gpucache` (gitignored) holding call 1's compile.megacache.xz if it came back;
@@ -281,6 +284,7 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
     row["first_call_s"] = time.perf_counter() - began
     counters = torch._dynamo.utils.counters
     row.update(graphs=counters["stats"]["unique_graphs"], graph_breaks=sum(counters["graph_break"].values()))
+    row["fxgraph_cache"] = {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")}
     if cuda:
         row["first_call_peak_mb"] = (torch.cuda.max_memory_allocated() - weights) / 2**20
     if lever["name"] in args.save_cache.split(","):
@@ -369,7 +373,8 @@ def run_child(lever: dict[str, Any], args: argparse.Namespace, limit: float) -> 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    row = json.loads(result.read_text()) if result.is_file() else {"lever": lever["name"], "settings": lever["settings"]}
+    row = json.loads(result.read_text()) if result.is_file() else {
+        "lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier")}
     row["wall_s"] = time.monotonic() - began
     if process.returncode == -signal.SIGKILL:
         row["error"] = f"stopped at its time limit, {limit:.0f} s" + (
