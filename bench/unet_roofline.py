@@ -27,7 +27,9 @@ Method
   keys of another length than the queries = the audio cross-attention (50 audio tokens), queries as long as
   the segment's frames = temporal, else spatial (unambiguous at 512: spatial layers see 4096, 1024, 256 or 64
   tokens). In eager the attention layers also run inside profiler scopes set by forward hooks, and the report
-  gives the kernel time on which the shape rule and the scopes disagree (0 when the rule holds).
+  gives the kernel time on which the shape rule and the scopes disagree (0 when the rule holds). A kernel the
+  profiler links to no op falls back to its own name (cuDNN's fprop, cuBLAS's gemm, flash, PyTorch's
+  elementwise/reduce/copy kernels); the JSON lists the 25 largest kernels with their classes, to check by eye.
 - Limits: what inductor fuses across classes lands in one (a matmul's bias add fused into the next LayerNorm
   counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); GPU idle time
   between kernels is its own row (call time by CUDA events minus kernel time). On the CPU (--device cpu) there
@@ -240,7 +242,24 @@ def kernel_class(chain: Sequence[Any], kernel: str, frames: int) -> tuple[str, s
         found = fused_class(name)
         if found:
             return found, None
-    return OTHER, None
+    return library_class(kernel), None
+
+
+# Library kernels by their own names, for a kernel whose launching op the profiler did not link (the rules above
+# come first): cuDNN/CUTLASS convolutions, cuBLAS/CUTLASS GEMMs, fused attention, PyTorch's own element-wise,
+# reduction and copy kernels.
+LIBRARY_NAMES = (
+    (CONV, ("fprop", "conv", "nchwToNhwc", "nhwcToNchw", "implicit_gemm")),
+    (LINEAR, ("gemm", "nvjet", "cublas", "cutlass")),
+    (SPATIAL, ("flash", "fmha", "attention", "sdpa")),
+    (COPIES, ("copy", "Copy", "transpose", "cat_", "CatArray", "index")),
+    (ELEMENTWISE, ("elementwise", "reduce", "norm", "Norm", "Moments", "softmax", "gelu", "silu")),
+)
+
+
+def library_class(kernel: str) -> str:
+    """The class a library kernel's name suggests (attention of unknown kind counts as spatial), else other."""
+    return next((cls for cls, keys in LIBRARY_NAMES if any(key in kernel for key in keys)), OTHER)
 
 
 def _chain(event: Any) -> list[Any]:

@@ -88,6 +88,9 @@ SDPA = "aten::_scaled_dot_product_flash_attention"
         ((("triton_red_fused_native_group_norm_2", []),), "triton_red_fused_native_group_norm_2", ELEMENTWISE),
         ((), "Memcpy DtoD (Device -> Device)", COPIES),
         ((("CompiledFunction", []),), "some_library_kernel", OTHER),
+        ((), "sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc", CONV),  # no op linked: by name
+        ((), "nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", LINEAR),
+        ((), "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::Half>>", ELEMENTWISE),
         # an inductor kernel named after the ops it fused, a convolution's among them, is no convolution
         ((("graph_0_cpp_fused_cat_convolution_native_group_norm_silu_6", []),), "k", ELEMENTWISE),
         ((("triton_poi_fused__scaled_dot_product_flash_attention_3", []),), "triton_poi_fused_3", COPIES),
