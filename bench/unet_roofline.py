@@ -31,7 +31,9 @@ Method
   profiler links to no op falls back to its own name (cuDNN's fprop, cuBLAS's gemm, flash, PyTorch's
   elementwise/reduce/copy kernels); the JSON lists the 25 largest kernels with their classes, to check by eye.
 - Limits: what inductor fuses across classes lands in one (a matmul's bias add fused into the next LayerNorm
-  counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); GPU idle time
+  counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); with inductor's
+  conv_1x1_as_mm the 1x1 convolutions run as matmuls, so their time moves to linear projections while their
+  FLOPs stay with the convolutions (the two classes' rates are then off; their sum is right); GPU idle time
   between kernels is its own row (call time by CUDA events minus kernel time). On the CPU (--device cpu) there
   are no kernels: each aten op's self CPU time stands in, which checks the code path, not the figures.
 
