@@ -242,6 +242,13 @@ class RunConfig:
         choices=("auto", "flash", "efficient", "cudnn", "math"),
         family="attention",
     )
+    fuse_qkv: str = setting(
+        "off",
+        "fuse each U-Net attention layer's query/key/value projections into one matmul (the same dot products)",
+        group="model transforms",
+        choices=("off", "on"),
+        family="fuse-qkv",
+    )
     channels_last: str = setting(
         "off",
         "channels-last memory layout for the U-Net's and VAE's convolutions",

@@ -31,6 +31,7 @@ VALUES = [
     ("execution", "pipelined", "exact"),
     ("batch", 2, "float"),
     ("attention", "math", "float"),
+    ("fuse-qkv", "on", "float"),
     ("channels-last", "on", "float"),
     ("vae-slicing", "on", "float"),
     ("deepcache", "interval=1,branch=0", "float"),
