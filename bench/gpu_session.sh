@@ -13,8 +13,8 @@
 #                (e.g. eager,compile) also profiles those by op class; LEVERS_EXTRA='name=key:value,...' adds a
 #                lever; LEVERS_ARGS passes more options (--save-cache $OUT/cache, --load-cache DIR, --compile-only)
 #   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
-#   fidelity[@S] experiments/fidelity.yaml inline: every family value's tier, gate and depths (README "Fidelity
-#                tiers"); at most S seconds, default 540
+#   fidelity[:NAMES][@S]  experiments/fidelity.yaml inline: every family value's tier, gate and depths (README
+#                "Fidelity tiers"), or the trials NAMES; at most S seconds, default 540
 #   exact-demo1  the same file's baseline and pipelined trials on the whole of demo1 (serial vs pipelined, exact)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
 # Prepare here (the folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
@@ -94,10 +94,12 @@ for step in "$@"; do
       timeout 200 python3 bench/detect_speed.py --video .gpudata/demo1_video.mp4 --frames 240 --processes 0,1,2,4,8 \
         --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
     fidelity*)
+      spec=${step#fidelity}
       limit=540
-      [[ $step == *@* ]] && limit=${step##*@}
+      [[ $spec == *@* ]] && limit=${spec##*@} && spec=${spec%@*}
+      only=${spec#:}
       timeout "$limit" python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow \
-        --out-dir /tmp/fidelity > "$OUT/fidelity.log" 2>&1
+        ${only:+--only "$only"} --out-dir /tmp/fidelity > "$OUT/fidelity.log" 2>&1
       tail -3 "$OUT/fidelity.log"
       bundle_sweep /tmp/fidelity fidelity ;;
     exact-demo1)

@@ -46,6 +46,8 @@ VALUES = [
     ("whisper-precision", "bf16", "lossy"),
     ("whisper-precision", "int8", "lossy"),
     ("quantization", "torchao-int8wo", "lossy"),
+    ("quantization", "torchao-int8dq", "lossy"),
+    ("quantization", "torchao-fp8-row", "lossy"),
     ("quantization", "quanto-int8", "lossy"),
     ("quantization", "quanto-fp8", "lossy"),
     ("quantization", "quanto-w8a8", "lossy"),
