@@ -57,8 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.pipeline.distributed import current_shard, rank_folder
     from harness.preflight import check_run
-    from harness.runner import STAGES, output_path, resolve_inputs, run_trial
+    from harness.results import STAGE_TIMES_PLOT
+    from harness.runner import output_path, resolve_inputs, run_trial
+    from harness.stages import STAGES
     from harness.trial import Trial
+    from reports.plots import draw_if_available, stage_times_plot
 
     from_yaml = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     if from_yaml and not isinstance(from_yaml, dict):
@@ -92,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None and shard.rank:
         return 0  # rank 0 wrote the video and reports the run
     m = result.metrics
+    draw_if_available(lambda: stage_times_plot(m, STAGES, run_dir / STAGE_TIMES_PLOT))
     if result.tags.get("weights.synthetic") == "true":
         print(
             f"NOTE: weights are {result.tags['weights.source']!r} (random values): the output is not a real lip-sync"
@@ -101,8 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.transforms:
         print("transforms applied, in order: " + ", ".join(result.transforms))
     print("\n| stage | seconds |\n| --- | ---: |")
-    for stage in STAGES:
-        print(f"| {stage} | {m.get(f'{stage}_s', 0.0):.3f} |")
+    for stage in (s for s in STAGES if f"{s}_s" in m):  # gather: distributed runs only
+        print(f"| {stage} | {m[f'{stage}_s']:.3f} |")
     print(f"| total | {m['total_s']:.3f} |\n\n{m['fps']:.2f} frames/s, real-time factor {m['rtf']:.3f}")
     return 0
 

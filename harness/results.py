@@ -5,9 +5,16 @@
         config.json                        resolved RunConfig, written before the run
         result.json                        TrialResult, written when the trial ends (also when it fails)
         timed_runs.json                    every timed repeat's figures and the cold run's, unsummarised
+        output.mp4, matrices.npy           the video (unless `out` names another path), frame -> face matrices
+        stage_times.md                     median and cold time per stage (harness.stages)
+        profile.prof, profile_top30.txt    cProfile's pass (harness.trackers.profile)
         ...                                artifacts listed in result.json (paths relative to the folder)
+        stage_times.png                    drawn by the process that ran the sweep (or `harness run`), not the
+                                           trial's: trial processes never import matplotlib
     <sweep_dir>/speed_ratios.json          each trial's speed against its baseline, with interval (harness.noise)
     <sweep_dir>/results.csv, results.parquet   one row per trial (write_table)
+    <sweep_dir>/plots/                     the sweep's plots (reports.plots)
+    <sweep_dir>/mlflow_runs.json           each trial's MLflow run (harness.tracking)
 
 Metric names carry their unit: `<stage>_s` (median over timed repeats), `cold_<stage>_s` (the first run,
 kept apart), `<stage>_s_iqr|_min|_max` (spread over repeats), `total_s`, `fps`, `rtf` (output seconds per
@@ -38,6 +45,13 @@ TRIALS_DIR = "trials"
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 TIMED_RUNS_FILE = "timed_runs.json"
+OUTPUT_FILE = "output.mp4"
+MATRICES_FILE = "matrices.npy"
+STAGE_TIMES_TABLE = "stage_times.md"
+STAGE_TIMES_PLOT = "stage_times.png"
+PROFILE_FILE = "profile.prof"
+SWEEP_PLOTS_DIR = "plots"
+RUNS_FILE = "mlflow_runs.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 STATUSES = ("ok", "failed", "skipped")
@@ -177,8 +191,10 @@ class TrialRecord:
     config: dict[str, Any]
 
     def artifact_files(self) -> list[Path]:
-        """The listed artifacts that exist (a video deleted after scoring, say, is left out)."""
-        return [self.folder / a for a in self.result.artifacts if (self.folder / a).is_file()]
+        """The listed artifacts that exist (a video deleted after scoring, say, is left out), and the stage
+        times' plot once the sweep's process has drawn it."""
+        listed = [*self.result.artifacts, STAGE_TIMES_PLOT]
+        return [self.folder / a for a in dict.fromkeys(listed) if (self.folder / a).is_file()]
 
 
 def load_trial(folder: str | Path) -> TrialRecord:
@@ -205,6 +221,26 @@ def trial_folders(sweep_dir: str | Path) -> list[Path]:
             f"{sweep_dir}: no {TRIALS_DIR}/ folder; pass a sweep output folder (with sweep.json)"
         )
     return sorted(p.parent for p in trials.glob(f"*/{RESULT_FILE}"))
+
+
+def readable_trials(
+    sweep_dir: str | Path, on_error: Callable[[Path, ResultsError], None] | None = None
+) -> list[TrialRecord]:
+    """The sweep's trials whose files can be read, in name order. One that cannot is left out (the results
+    table shows it as failed), after `on_error(folder, error)` if given, so it never keeps the others out."""
+    records = []
+    for folder in trial_folders(sweep_dir):
+        try:
+            records.append(load_trial(folder))
+        except ResultsError as exc:
+            if on_error is not None:
+                on_error(folder, exc)
+    return records
+
+
+def finished_trials(sweep_dir: str | Path) -> list[TrialRecord]:
+    """The sweep's readable trials that finished ok."""
+    return [record for record in readable_trials(sweep_dir) if record.result.status == "ok"]
 
 
 def _is_time_key(key: str) -> bool:

@@ -17,15 +17,18 @@ import numpy as np
 
 from harness.config import RunConfig
 from harness.fidelity import TrialFidelity
-from harness.results import TrialResult, replace_atomically
+from harness.results import (
+    CONFIG_FILE,
+    MATRICES_FILE,
+    OUTPUT_FILE,
+    STAGE_TIMES_TABLE,
+    TrialResult,
+    replace_atomically,
+)
+from harness.stages import GPU_STAGES, STAGES
 from harness.trial import Trial
-from reports.plots import draw_if_available, stage_times_plot
 
 log = logging.getLogger(__name__)
-
-STAGES = ("read", "audio", "detect", "align", "encode", "denoise", "decode", "restore", "write")
-GPU_STAGES = ("encode", "denoise", "decode")  # gpu_busy_pct: their share of the wall time
-OUTPUT_FILE = "output.mp4"
 
 
 def resolve_inputs(trial: Trial) -> Trial:
@@ -80,7 +83,7 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
         config = trial.resolve()
         output = output_path(config, folder)
         warnings = check_run(config, output)
-        config.write(folder / "config.json")
+        config.write(folder / CONFIG_FILE)
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
         result.params = {
@@ -181,15 +184,13 @@ def _measure(
         rtf=run.duration_s / total,
         no_face_frames=len(run.no_face_frames),
     )
-    write_npy_atomic(folder / "matrices.npy", run.matrices)
-    artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md", TIMED_RUNS_FILE]
-    _write_stage_table(metrics, folder / "stage_times.md")
-    if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
-        artifacts.append("stage_times.png")
+    write_npy_atomic(folder / MATRICES_FILE, run.matrices)
+    artifacts = [CONFIG_FILE, MATRICES_FILE, OUTPUT_FILE, STAGE_TIMES_TABLE, TIMED_RUNS_FILE]
+    _write_stage_table(metrics, folder / STAGE_TIMES_TABLE)  # its plot: the sweep's process (reports.plots)
     if trial.profile:
-        with CProfileTracker(folder):
+        with CProfileTracker(folder) as profile:
             pipeline.run(config.video, config.audio, output)
-        artifacts += ["profile.prof", "profile_top30.txt"]
+        artifacts += [profile.stats_path.name, profile.table_path.name]
     if trial.torch_trace:
         from harness.trackers.torch_trace import TorchTraceTracker
 
@@ -236,7 +237,7 @@ def _score(
         output,  # scored against its own muxed audio: the track it was synced to, cut to its length
         reference=reference,
         input_video=config.video,
-        matrices=np.load(folder / "matrices.npy"),
+        matrices=np.load(folder / MATRICES_FILE),
         resolution=config.resolution,
         **trial.score_options,
     )

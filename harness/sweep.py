@@ -698,10 +698,10 @@ def write_summaries(
     results table, plots, MLflow and the report. The table and the report are written whatever MLflow does;
     then LoggingFailed (carrying `results`) if logging to MLflow failed."""
     from harness.noise import warn_if_busy, with_speed_ratios, write_speed_ratios
-    from harness.results import collect_results, write_table
-    from harness.runner import STAGES
+    from harness.results import SWEEP_PLOTS_DIR, collect_results, finished_trials, write_table
+    from harness.stages import STAGES
     from reports.build import write_report
-    from reports.plots import SWEEP_PLOTS_DIR, draw_if_available, sweep_plots
+    from reports.plots import draw_if_available, sweep_plots, trial_stage_times
 
     write_speed_ratios(out_dir, sweep.baseline)
     warn_if_busy(out_dir)
@@ -709,8 +709,9 @@ def write_summaries(
     write_table(table, out_dir)
     if draw_if_available(
         lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
+        + trial_stage_times(finished_trials(out_dir))
     ):
-        log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
+        log.info("plots in %s and the trial folders", out_dir / SWEEP_PLOTS_DIR)
     failure = ""
     if log_mlflow:
         from harness.tracking import log_sweep

@@ -43,17 +43,17 @@ from harness.noise import read_speed_ratios
 from harness.results import (
     CONFIG_FILE,
     RESULT_FILE,
+    RUNS_FILE,
     STATUSES,
     SWEEP_FILE,
+    SWEEP_PLOTS_DIR,
     TRIALS_DIR,
     ResultsError,
     TrialRecord,
-    load_trial,
     read_json,
-    trial_folders,
+    readable_trials,
     write_json_atomic,
 )
-from reports.plots import SWEEP_PLOTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ BATCH_PARAMS_TAGS = 100
 BATCH_METRICS = 1000
 TRIAL_LOG_FILE = "trial.log"
 STORE_LOCK_WAIT_S = 600.0  # another sweep logging to the same SQLite store is waited for this long
-RUNS_FILE = "mlflow_runs.json"  # where each trial went: the report links to its run
 # From speed_ratios.json: the verdict and the busy flag are tags (filterable in the UI), the figures metrics.
 SPEED_TAGS = (
     "speed_verdict",
@@ -342,16 +341,8 @@ def _log_child(
     return run_id
 
 
-def _readable_trials(sweep_dir: Path) -> list[TrialRecord]:
-    """The sweep's trials; one whose files cannot be read is left out with a warning (the results table
-    shows it as failed), so it never keeps the others out of MLflow."""
-    records = []
-    for folder in trial_folders(sweep_dir):
-        try:
-            records.append(load_trial(folder))
-        except ResultsError as exc:
-            log.warning("MLflow: not logging %s: %s", folder.name, exc)
-    return records
+def _not_logged(folder: Path, error: ResultsError) -> None:
+    log.warning("MLflow: not logging %s: %s", folder.name, error)
 
 
 def log_sweep(
@@ -405,7 +396,7 @@ def _close_killed(client: Any, runs: list) -> list:
 def _log_sweep(sweep_dir: Path, experiment_name: str, uri: str, artifact_location: str | None) -> str:
     from mlflow.tracking import MlflowClient
 
-    records = _readable_trials(sweep_dir)
+    records = readable_trials(sweep_dir, _not_logged)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, experiment_name, artifact_location, uri)
     info, sweep_hash = _sweep_info(sweep_dir)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness.results import CONFIG_FILE, read_json
-from harness.runner import OUTPUT_FILE, STAGES
-from reports.frame_strip import MATRICES_FILE, frame_strip
+from harness.results import CONFIG_FILE, MATRICES_FILE, OUTPUT_FILE, PROFILE_FILE, read_json
+from harness.stages import STAGES
+from reports.frame_strip import frame_strip
 from reports.markdown import ReportParts, render
 from reports.pareto import pareto_front
 from reports.plots import sweep_plots
-from reports.profile_top import PROFILE_FILE, side_by_side
+from reports.profile_top import side_by_side
 from reports.sweep_data import SweepData, load
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.pipeline.mask import DESIGN_SIZE, TOP
+from harness.results import MATRICES_FILE
 from reports.plots import new_figure, save_png
-
-MATRICES_FILE = "matrices.npy"
 
 
 def _frame(video: str | Path, index: int) -> np.ndarray:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.results import replace_atomically
+from harness.results import STAGE_TIMES_PLOT, TrialRecord, replace_atomically
+from harness.stages import STAGES
 from reports.labels import place_labels
 from reports.pareto import pareto_front
 
@@ -31,7 +32,6 @@ QUALITY_AXES = (
 )
 log = logging.getLogger(__name__)
 
-SWEEP_PLOTS_DIR = "plots"
 BASELINE_COLOUR = "#d62728"
 TRIAL_COLOUR = "#1f77b4"
 
@@ -84,6 +84,17 @@ def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str |
     return save_png(figure, Path(path))
 
 
+def trial_stage_times(records: Iterable[TrialRecord]) -> list[Path]:
+    """Each finished trial's stage-times plot in its folder, where not drawn yet. The process that ran the
+    sweep (or `harness run`) draws them after the trials: trial processes never import matplotlib."""
+    drawn = []
+    for record in records:
+        path = record.folder / STAGE_TIMES_PLOT
+        if record.result.status == "ok" and not path.exists():
+            drawn.append(stage_times_plot(record.result.metrics, STAGES, path))
+    return drawn
+
+
 def sweep_plots(
     table: pd.DataFrame, out_dir: str | Path, stages: Sequence[str], baseline: str | None = None
 ) -> list[Path]:
@@ -98,7 +109,7 @@ def sweep_plots(
     paths = [_fps_plot(names, list(ok["fps"]), colours, out_dir / "fps.png")]
     columns = [s for s in stages if f"{s}_s" in ok]
     if columns:
-        paths.append(_stages_plot(names, ok, columns, out_dir / "stage_times.png"))
+        paths.append(_stages_plot(names, ok, columns, out_dir / STAGE_TIMES_PLOT))
     axes = [(col, label, up) for col, label, up in QUALITY_AXES if col in ok and ok[col].notna().any()]
     if axes:
         paths.append(_speed_quality_plot(names, ok, axes, colours, out_dir / "speed_vs_quality.png"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pstats
 from pathlib import Path
 
-PROFILE_FILE = "profile.prof"
-
 
 def top_functions(profile: str | Path, count: int = 15) -> list[tuple[str, float]]:
     """(function, cumulative seconds) of the `count` largest, as `name (file:line)` with the file's name only."""

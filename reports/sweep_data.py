@@ -19,13 +19,13 @@ from harness.noise import BASELINE, with_speed_ratios
 from harness.results import (
     RESULT_FILE,
     RESULTS_CSV,
+    RUNS_FILE,
     SWEEP_FILE,
     TRIALS_DIR,
     ResultsError,
     collect_results,
     read_json,
 )
-from harness.tracking import RUNS_FILE
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

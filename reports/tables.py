@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.runner import STAGES
+from harness.stages import STAGES
 from reports.sweep_data import SweepData
 
 # The fidelity depths against the baseline (metrics.generated_region), generated region first.

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.runner import STAGES
+from harness.stages import STAGES
 from reports.plots import draw_if_available, stage_times_plot, sweep_plots
 
 

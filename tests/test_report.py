@@ -14,7 +14,7 @@ from matplotlib.text import Text
 from harness.cli import main
 from harness.noise import write_speed_ratios
 from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
-from harness.runner import STAGES
+from harness.stages import STAGES
 from reports.compare import REGRESSION, WITHIN_NOISE, compare
 from reports.labels import place_labels
 from reports.pareto import pareto_front

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from harness.results import TrialResult, collect_results, write_json_atomic
-from harness.runner import STAGES
+from harness.results import SWEEP_PLOTS_DIR, TrialResult, collect_results, write_json_atomic
+from harness.stages import STAGES
 from harness.tracking import log_sweep, resolve_tracking, sanitize_key
-from reports.plots import SWEEP_PLOTS_DIR, sweep_plots
+from reports.plots import sweep_plots
 
 SERVER_START_TIMEOUT_S = 120.0
 

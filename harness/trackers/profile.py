@@ -12,9 +12,8 @@ import io
 import pstats
 from pathlib import Path
 
+from harness.results import PROFILE_FILE
 from harness.trackers.base import Tracker
-
-PROFILE_FILE = "profile.prof"
 
 
 class CProfileTracker(Tracker):
