@@ -31,6 +31,8 @@ from harness.runner import gpu_busy_pct
 from harness.trackers.memory import MemoryTracker
 from harness.trackers.timer import StageTimer
 from metrics.visual import fidelity_scores
+from variants import load_pipeline
+from variants.values import with_changes
 
 BASE = {"dtype": "fp16", "crf": 18}
 LOSSLESS = {"execution": "pipelined", "compile": "default", "channels_last": "on"}
@@ -134,11 +136,11 @@ def unet_call_ms(
 def bench_config(name: str, settings: dict[str, Any], args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     config = RunConfig(
         video=args.video, audio=args.audio, resolution=args.resolution, weights=args.weights, device=args.device, **BASE
-    ).replace(**dict(item.split("=", 1) for item in args.set))
-    config = config.replace(**settings)
+    )
+    config = with_changes(config, **dict(item.split("=", 1) for item in args.set), **settings)
     row: dict[str, Any] = {"config": name, "settings": settings}
     began = time.perf_counter()
-    pipeline = LipsyncPipeline.load(config)
+    pipeline = load_pipeline(config)
     row["load_s"] = time.perf_counter() - began
     # warm-up on the first segments: a full group and a lone segment, the shapes the whole clip needs
     warm = config.replace(max_seconds=config.segment_frames * (config.segments_per_call + 1) / 25)

@@ -197,10 +197,10 @@ def lever_config(lever: dict[str, Any], args: argparse.Namespace) -> Any:
     return base.replace(**lever["settings"])
 
 
-def load_pipeline(lever: dict[str, Any], args: argparse.Namespace) -> Any:
-    from harness.pipeline.lipsync import LipsyncPipeline
+def load_lever(lever: dict[str, Any], args: argparse.Namespace) -> Any:
+    from variants import load_pipeline
 
-    return LipsyncPipeline.load(lever_config(lever, args))
+    return load_pipeline(lever_config(lever, args))
 
 
 def unet_config_name(config: Any) -> str:
@@ -267,7 +267,7 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
     from harness.pipeline.denoise import SegmentLatents, denoise
 
     began = time.perf_counter()
-    pipeline = load_pipeline(lever, args)
+    pipeline = load_lever(lever, args)
     cfg, device = pipeline.config, pipeline.device
     cuda = device.type == "cuda"
     row.update(load_s=time.perf_counter() - began, applied=list(pipeline.applied))

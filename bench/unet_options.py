@@ -24,8 +24,8 @@ import torch
 from realtime import unet_call_ms, unet_inputs
 
 from harness.config import RunConfig
-from harness.pipeline.lipsync import LipsyncPipeline
 from metrics.fidelity import snr_db
+from variants import load_pipeline
 
 COMPILED = {"compile": "default"}
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -54,7 +54,7 @@ def measure(name: str, resolution: int, reference: torch.Tensor | None) -> tuple
     config = RunConfig(weights="synthetic", dtype="fp16", device="cuda", resolution=resolution)
     row: dict[str, Any] = {"option": name, "settings": OPTIONS[name]}
     began = time.perf_counter()
-    pipeline = LipsyncPipeline.load(config.replace(**OPTIONS[name]))
+    pipeline = load_pipeline(config.replace(**OPTIONS[name]))
     row["load_s"] = time.perf_counter() - began
     weights = torch.cuda.memory_allocated()
     inputs = unet_inputs(pipeline)

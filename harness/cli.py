@@ -19,7 +19,8 @@ EPILOG = (
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """One option per run setting, generated from RunConfig's declarations (type, allowed values, help)."""
-    from harness.config import RunConfig, describe_allowed, field_type, settings
+    from harness.config import RunConfig, field_type, settings
+    from variants.values import describe_allowed
 
     defaults = RunConfig()
     p.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
@@ -53,7 +54,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from harness.config import field_names, resolve
+    from harness.config import field_names
     from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.pipeline.distributed import current_shard, rank_folder
     from harness.preflight import check_run
@@ -62,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.stages import STAGES
     from harness.trial import Trial
     from reports.plots import draw_if_available, stage_times_plot
+    from variants.values import resolve
 
     from_yaml = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     if from_yaml and not isinstance(from_yaml, dict):

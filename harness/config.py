@@ -1,9 +1,13 @@
 """Run configuration: typed defaults < YAML < command line, resolved once and written to the run folder.
 
-Each run setting is declared once, on `RunConfig`, with its type, default, allowed values and help text
-(`setting(...)`). The `harness run` options, `validate()` and the sweep's checks are all generated from these
-declarations. A setting owned by a variant family (`family=`) is normalised by that family's `normalize`, so
-`deepcache: upstream-default` means the same in a YAML base, `--set`, `--config`, `--deepcache` or `--variant`.
+Each run setting is declared once, on `RunConfig`, with its type, default, help text and, where they are plain
+names or numbers, its allowed values (`setting(...)`); a variant family that owns a setting (`family=`) reads
+them from here. A family whose values are its own grammar (compile modes, quantization methods, attention
+kernels, DeepCache and pruning specs) lists them itself, and the setting declares none. Nothing here imports a
+family: a value spelled as YAML or a command line spells it (`deepcache: upstream-default`, `--compile true`)
+goes through its family's `normalize` in variants.values (`resolve`, `coerce`), which the `harness run`
+options, the sweep's checks and `--config` files all use; this module checks canonical values against the
+declarations (`validate`, `replace`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
 )
+ON_OFF = ("off", "on")
 
 
 class ConfigError(ValueError):
@@ -239,28 +244,27 @@ class RunConfig:
         "auto",
         "scaled-dot-product attention kernel of the U-Net (auto = torch's choice)",
         group="model transforms",
-        choices=("auto", "flash", "efficient", "cudnn", "math"),
         family="attention",
     )
     fuse_qkv: str = setting(
         "off",
         "fuse each U-Net attention layer's query/key/value projections into one matmul (the same dot products)",
         group="model transforms",
-        choices=("off", "on"),
+        choices=ON_OFF,
         family="fuse-qkv",
     )
     channels_last: str = setting(
         "off",
         "channels-last memory layout for the U-Net's and VAE's convolutions",
         group="model transforms",
-        choices=("off", "on"),
+        choices=ON_OFF,
         family="channels-last",
     )
     vae_slicing: str = setting(
         "off",
         "VAE encode/decode one image at a time instead of a whole segment (lower peak GPU memory, same output)",
         group="model transforms",
-        choices=("off", "on"),
+        choices=ON_OFF,
         family="vae-slicing",
     )
     quantization: str = setting(
@@ -290,8 +294,13 @@ class RunConfig:
         return self
 
     def replace(self, **changes: Any) -> RunConfig:
-        """A copy with `changes` coerced and checked like any other layer."""
-        return dataclasses.replace(self, **{k: coerce(k, v) for k, v in changes.items()}).validate()
+        """A copy with `changes` (canonical values, as a family's `parse` gives them) coerced to each field's
+        type and checked against its declaration; other spellings go through variants.values.with_changes."""
+        try:
+            values = {k: check_declared(k, v) for k, v in changes.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"config: {exc}") from None
+        return dataclasses.replace(self, **values).validate()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -335,16 +344,6 @@ def _field_types() -> dict[str, type]:
     return typing.get_type_hints(RunConfig)
 
 
-def describe_allowed(name: str) -> str:
-    """The allowed values of a setting in words, for --help and errors (a family may describe its own)."""
-    family = settings()[name].family
-    if family:
-        from variants import VARIANTS
-
-        return VARIANTS.get(family).allowed()
-    return generic_allowed(name)
-
-
 def generic_allowed(name: str) -> str:
     """The allowed values as the declaration gives them: its choices, or the type and bounds."""
     decl = settings()[name]
@@ -378,25 +377,9 @@ def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
-def coerce(name: str, value: Any, where: str = "config") -> Any:
-    """Convert a YAML/CLI value to the type of RunConfig field `name` (through its family's normaliser) and
-    check it against the field's declaration; errors start with `where`."""
-    try:
-        return check_value(name, value)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def check_value(name: str, value: Any) -> Any:
-    """`coerce` without the prefix: errors start with the field's name."""
-    decl = settings()[name]
-    if decl.family:
-        from variants import VARIANTS
-
-        try:
-            value = VARIANTS.get(decl.family).normalize(value)
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+def check_declared(name: str, value: Any) -> Any:
+    """`value` coerced to the type of RunConfig field `name` and checked against its declaration (choices,
+    bounds, finite); errors start with the field's name. A family's other spellings: variants.values."""
     target = field_type(name)
     if target is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
         raise ConfigError(f"{name} expects int, got {value!r} (not a whole number)")
@@ -404,19 +387,5 @@ def check_value(name: str, value: Any) -> Any:
         value = target(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} expects {target.__name__}, got {value!r} ({exc})") from None
-    _check(name, value, decl)
+    _check(name, value, settings()[name])
     return value
-
-
-def resolve(*layers: dict[str, Any], where: tuple[str, ...] = ()) -> RunConfig:
-    """Merge layers (lowest first) onto the defaults; unknown keys fail with a did-you-mean."""
-    known = field_names()
-    values: dict[str, Any] = {}
-    for i, layer in enumerate(layers):
-        source = where[i] if i < len(where) else f"layer {i}"
-        for key, value in layer.items():
-            key = str(key).replace("-", "_")
-            if key not in known:
-                raise unknown_key_error(key, known, source)
-            values[key] = coerce(key, value, source)
-    return RunConfig(**values).validate()

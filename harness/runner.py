@@ -132,15 +132,15 @@ def _measure(
     the fidelity gate), warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
     from harness.interleave import take_turn
-    from harness.pipeline.lipsync import LipsyncPipeline
     from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker
     from harness.trackers.profile import CProfileTracker
     from harness.trackers.timer import StageTimer
+    from variants import load_pipeline
 
     load_started = time.perf_counter()
-    pipeline = LipsyncPipeline.load(config)
+    pipeline = load_pipeline(config)
     metrics: dict[str, float] = {"load_s": time.perf_counter() - load_started}
 
     def timed_run(observe: Any = None) -> tuple[dict[str, float], Any]:

@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from harness.config import ConfigError, resolve
+from harness.config import ConfigError
 from harness.results import RESULT_FILE, TRIALS_DIR, TrialResult, load_trial
 from harness.trial import Trial, build_variants, safe_name
 from variants import VARIANTS
+from variants.values import resolve
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, resolve, settings
+from harness.config import RunConfig, settings
 from metrics.fidelity import EXACT, LOSSY, loosest
 from variants import VARIANTS
-from variants.base import Variant
+from variants.base import Variant, in_transform_order
+from variants.values import resolve
 
 
 @dataclass
@@ -98,7 +99,7 @@ def safe_name(name: str) -> str:
 def build_variants(values: dict[str, Any]) -> list[Variant]:
     """Instantiate variants (checking every value) in their families' declared order."""
     built = [VARIANTS.get(family)(value) for family, value in values.items()]
-    return sorted(built, key=lambda v: (v.order, v.family))
+    return in_transform_order(built)
 
 
 def configure(config: RunConfig, variants: list[Variant]) -> RunConfig:

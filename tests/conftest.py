@@ -33,10 +33,10 @@ def tiny_pipeline():
     """Tiny weights on CPU over the demo clip's first 20 frames (a full 16-frame segment and a short one)."""
     from harness.config import RunConfig
     from harness.pipeline.demo_clip import ensure_demo_clip
-    from harness.pipeline.lipsync import LipsyncPipeline
+    from variants import load_pipeline
 
     video, audio = ensure_demo_clip()
     config = RunConfig(
         video=str(video), audio=str(audio), weights="tiny", steps=1, device="cpu", max_seconds=0.8, crf=0
     )
-    return LipsyncPipeline.load(config)
+    return load_pipeline(config)

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from harness.config import ConfigError, RunConfig, check_value, field_type, resolve, settings
+from harness.config import ConfigError, RunConfig, field_type, settings
 from harness.registry import Registry, RegistryError
+from variants.values import check_value, resolve
 
 
 def test_layers_override_in_order():
@@ -66,3 +67,20 @@ def test_registry_imports_lazily_and_suggests():
     assert registry.get("decoder") is json.JSONDecoder
     with pytest.raises(RegistryError, match="did you mean 'decoder'"):
         registry.get("decodr")
+
+
+def test_allowed_values_are_listed_once():
+    from harness.pipeline.faces import DETECTORS, INSIGHTFACE_FILES
+    from variants import VARIANTS
+    from variants.base import ChoiceVariant
+
+    # families read the choices RunConfig declares; the face picker loads exactly the declared detectors
+    for family in ("execution", "channels-last", "vae-slicing", "fuse-qkv", "encoder-preset"):
+        variant = VARIANTS.get(family)
+        assert variant.choices == settings()[variant.field_name].choices != (), family
+    assert DETECTORS == settings()["detector"].choices
+    assert set(DETECTORS) == {"mediapipe", *INSIGHTFACE_FILES}
+    with pytest.raises(TypeError, match="declared on RunConfig; list them once"):
+        type("Twice", (ChoiceVariant,), {"field_name": "execution", "choices": ("serial", "pipelined")})
+    # a family with its own grammar lists its values, and the setting declares none
+    assert settings()["attention"].choices == () and "flash" in VARIANTS.get("attention").choices

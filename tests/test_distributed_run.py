@@ -24,7 +24,7 @@ SETTINGS = {
 
 def test_two_gloo_ranks_write_the_same_frames_as_one_process(tmp_path):
     from harness.pipeline.demo_clip import ensure_demo_clip
-    from harness.pipeline.lipsync import LipsyncPipeline
+    from variants import load_pipeline
 
     video, audio = ensure_demo_clip()
     options = [f"--{key.replace('_', '-')}={value}" for key, value in SETTINGS.items()]
@@ -44,7 +44,7 @@ def test_two_gloo_ranks_write_the_same_frames_as_one_process(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank: float sums then round the same way
     try:
-        LipsyncPipeline.load(config).run(video, audio, tmp_path / "one.mp4")
+        load_pipeline(config).run(video, audio, tmp_path / "one.mp4")
     finally:
         torch.set_num_threads(threads)
     one = np.stack(list(iter_frames(tmp_path / "one.mp4")))

@@ -6,7 +6,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from harness.pipeline.faces import Face, insightface_models_missing, load_detector, pick_face
+from harness.pipeline.detectors.base import Face, pick_face
+from harness.pipeline.faces import insightface_models_missing, load_detector
 from harness.pipeline.media import iter_frames
 
 # MediaPipe's points against the reference's InsightFace points on the fixture frames (demo1 at 0.4 scale,
@@ -97,7 +98,7 @@ def test_pick_face_rules(caplog):
         ]
     )
     scores = np.array([0.9, 0.9, 0.9, 0.4, 0.9, 0.8, 0.95])
-    with caplog.at_level(logging.INFO, logger="harness.pipeline.faces"):
+    with caplog.at_level(logging.INFO, logger="harness.pipeline.detectors.base"):
         assert pick_face(boxes, scores) == 5
     assert "7 faces found" in caplog.text and "kept the largest of 3" in caplog.text
     assert pick_face(boxes[:4], scores[:4]) is None

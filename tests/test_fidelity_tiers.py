@@ -17,11 +17,10 @@ import pytest
 
 from harness.config import RunConfig
 from harness.pipeline.demo_clip import ensure_demo_clip
-from harness.pipeline.lipsync import LipsyncPipeline
 from metrics.fidelity import FLOAT_MARGIN_DB
 from metrics.float_noise import probe_float_noise
 from metrics.generated_region import GeneratedComparer, GeneratedRecorder
-from variants import VARIANTS
+from variants import VARIANTS, load_pipeline
 
 BASE = {"weights": "tiny", "device": "cpu", "steps": 2, "max_seconds": 0.16, "segment_frames": 2}
 # Every family and value worth telling apart, with the tier it must land in.
@@ -83,7 +82,7 @@ def baseline(tmp_path_factory):
     """The baseline's output, recording and float floor."""
     config = _config()
     output = tmp_path_factory.mktemp("baseline") / "output.mp4"
-    pipeline = LipsyncPipeline.load(config)
+    pipeline = load_pipeline(config)
     recorder = GeneratedRecorder(output, config.resolution)
     pipeline.run(config.video, config.audio, output, observe=recorder)
     recorder.finish()
@@ -107,7 +106,7 @@ def test_every_family_value_lands_in_its_tier(baseline, tmp_path, family, value,
         pytest.skip(reason)
     extra = {"taesd_weights": "tiny"} if family == "vae" else {}
     config = variant.configure(_config(**extra))
-    pipeline = LipsyncPipeline.load(config)
+    pipeline = load_pipeline(config)
     compare = GeneratedComparer(output, config.resolution, pipeline.device)
     mine = tmp_path / "output.mp4"
     pipeline.run(config.video, config.audio, mine, observe=compare)

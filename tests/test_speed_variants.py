@@ -12,13 +12,13 @@ import torch
 from stand_ins import apply_variant, stand_in_pipeline
 from torch import nn
 
-from harness.config import RunConfig, resolve
+from harness.config import RunConfig
 from harness.models.scheduler import load_scheduler
 from harness.models.unet import LatentSyncUNet, load_unet
 from harness.models.vae import TaesdAsVae, load_vae
 from harness.models.weights import resolve_weights
 from harness.pipeline.lipsync import LipsyncPipeline
-from variants import transforms_for
+from variants import load_pipeline, transforms_for
 from variants.attention import BACKENDS, Attention, SdpaKernelUNet
 from variants.base import VariantError
 from variants.channels_last import ChannelsLast
@@ -30,6 +30,7 @@ from variants.quantization import Quantization
 from variants.quanto_linears import quantize_linears_quanto
 from variants.vae import Vae
 from variants.vae_slicing import VaeSlicing
+from variants.values import resolve
 
 CPU = {"device_type": "cpu"}
 
@@ -433,7 +434,7 @@ def test_tiny_taesd_pipeline_runs_end_to_end(tmp_path):
     config = resolve(
         {"weights": "tiny", "device": "cpu", "steps": 1, "vae": "taesd", "taesd_weights": "tiny"}
     )
-    pipeline = LipsyncPipeline.load(config)
+    pipeline = load_pipeline(config)
     assert isinstance(pipeline.vae, TaesdAsVae)
     assert sum(p.numel() for p in pipeline.vae.parameters()) < 50_000  # the tiny TAESD, not the real one
     result = pipeline.run(video, audio, out)

@@ -11,12 +11,13 @@ import itertools
 import pytest
 import torch
 
-from harness.config import RunConfig, resolve
+from harness.config import RunConfig
 from harness.pipeline.lipsync import LipsyncPipeline
 from harness.trial import Trial
-from variants import VARIANTS, transforms_for
+from variants import VARIANTS, load_pipeline, transforms_for
 from variants.deepcache import DeepCacheUNet
 from variants.pruning import Skipped
+from variants.values import resolve
 
 # Values to try per family: some equal a base below, some do not.
 SAMPLES: dict[str, list] = {
@@ -196,7 +197,7 @@ def test_loaded_pipeline_does_what_the_settings_say_in_order():
     pytest.importorskip("torchao")
     for base, variants in LOADED_CASES:
         config = Trial("t", variants=variants, base={**COMMON, **base}).resolve()
-        pipeline = LipsyncPipeline.load(config)
+        pipeline = load_pipeline(config)
         wanted = [f for f in ORDER if getattr(config, f) != getattr(RunConfig(), f)]
         assert _did(pipeline) == wanted, (base, variants)
         applied = [entry.split(":", 1)[1].split("=")[0] for entry in pipeline.applied]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import RunConfig, resolve
-from harness.pipeline.lipsync import LipsyncPipeline
+from harness.config import RunConfig
 from harness.trial import build_variants
-from variants import VARIANTS
+from variants import VARIANTS, load_pipeline
 from variants.base import VariantError
+from variants.values import resolve
 
 BASE = resolve({"weights": "tiny", "device": "cpu"})
 
@@ -80,22 +80,22 @@ def test_choice_families_reject_other_values(family, value):
 
 @pytest.fixture(scope="module")
 def pipeline():
-    return LipsyncPipeline.load(BASE)
+    return load_pipeline(BASE)
 
 
 def test_precision_changes_the_loaded_dtype():
     _, config = configured("precision", "bf16")
-    loaded = LipsyncPipeline.load(config)
+    loaded = load_pipeline(config)
     assert next(loaded.unet.parameters()).dtype == torch.bfloat16
     assert next(loaded.vae.parameters()).dtype == torch.bfloat16
 
 
 def test_scheduler_variant_loads_a_fresh_dpm_solver_per_batch():
     _, config = configured("scheduler", "dpm++")
-    loaded = LipsyncPipeline.load(config)
+    loaded = load_pipeline(config)
     first, second = loaded.make_scheduler(), loaded.make_scheduler()
     assert type(first).__name__ == "DPMSolverMultistepScheduler" and first is not second
-    assert type(LipsyncPipeline.load(BASE).make_scheduler()).__name__ == "DDIMScheduler"
+    assert type(load_pipeline(BASE).make_scheduler()).__name__ == "DDIMScheduler"
 
 
 def test_whisper_int8_rounds_the_encoder_weights_and_moves_the_features(pipeline):

@@ -1,8 +1,8 @@
 """Variant families, one module each, imported lazily through the registry.
 
 Every family owns one run setting (see harness.config.RunConfig); `active_variants(config)` builds the variant
-of each setting that differs from its default, and `transforms_for(config)` their pipeline transforms in the
-families' declared order.
+of each setting that differs from its default, `transforms_for(config)` their pipeline transforms in the
+families' declared order, and `load_pipeline(config)` loads the models and applies them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from harness.registry import Registry
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
+    from harness.pipeline.lipsync import LipsyncPipeline
     from variants.base import Transform, Variant
 
 VARIANTS = Registry("variant family")
@@ -55,9 +56,21 @@ def active_variants(config: RunConfig) -> list[Variant]:
         for name, decl in settings().items()
         if decl.family and getattr(config, name) != getattr(default, name)
     ]
-    return sorted(built, key=lambda v: (v.order, v.family))
+    from variants.base import in_transform_order
+
+    return in_transform_order(built)
 
 
 def transforms_for(config: RunConfig) -> list[Transform]:
     """The pipeline transforms the config asks for, in the families' declared order."""
     return [t for variant in active_variants(config) for t in variant.transforms()]
+
+
+def load_pipeline(config: RunConfig) -> LipsyncPipeline:
+    """Load the models the config names, then apply the transforms its settings ask for, in order."""
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+    pipeline = LipsyncPipeline.load_models(config)
+    for transform in transforms_for(config):
+        pipeline.apply(transform)
+    return pipeline

@@ -43,9 +43,9 @@ class Attention(ChoiceVariant):
     field_name = "attention"
     choices = ("auto", *BACKENDS)
     aliases = {"none": "auto", "default": "auto"}
-    # After DeepCache (40): its wrapper calls the U-Net's blocks directly, past any wrapper inside it, so this
-    # one goes around it. Before compile (50): compile then compiles what is inside this wrapper.
-    order = 45
+    # After DeepCache: its wrapper calls the U-Net's blocks directly, past any wrapper inside it, so this one
+    # goes around it. Before compile: compile then compiles what is inside this wrapper.
+    phase = "kernels"
     tier = FLOAT  # the same attention through another kernel
 
     def is_available(self, env: dict[str, Any]) -> str | None:

@@ -9,8 +9,9 @@ live). A variant is that family with a value:
   U-Net, the VAE, the Whisper encoder, the sampler factory or the per-segment hooks) and returns its
   replacement. They are built from the resolved config's value, so a setting takes effect the same way
   whether YAML, `--set`, `--config` or `--variant` set it.
-- `order` is the family's place among transforms (pruning needs float weights, DeepCache wraps the final U-Net,
-  compile comes last), declared here by each family, not by the order of a YAML file.
+- `phase` is the family's place among model transforms, one of `PHASES` (pruning needs float weights, DeepCache
+  wraps the final U-Net, compile comes last), declared by each family, not by the order of a YAML file;
+  families of one phase apply in name order. `order` is the phase's rank (0: no model transform).
 - `tier` is the fidelity tier of a change of the family's value (metrics.fidelity: `exact`, the same
   arithmetic on the same data; `float`, the same math in another order or kernel; `lossy`, other math), declared
   here, once, by each family; `change_tier(old, new)` refines it for families whose values differ in kind. A
@@ -21,34 +22,33 @@ A variant never measures anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.config import ConfigError, check_value, generic_allowed
+from harness.config import ConfigError, check_declared, generic_allowed, settings
+from harness.pipeline.transform import Transform
 from metrics.fidelity import EXACT, LOSSY
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
 
-COMPONENTS = ("whisper", "unet", "vae", "sampler", "segment_hooks")
+# The model transforms' phases, in the order they apply; each family that transforms the loaded model names one.
+PHASES = (
+    "encoder",  # the Whisper encoder (whisper-precision): apart from the U-Net, first
+    "float-weights",  # slices the U-Net's float weights (pruning)
+    "fusion",  # rebuilds layers from the weights pruning left (fuse-qkv: pruning slices q, k and v one by one)
+    "layout",  # memory layout of plain float tensors, not quantized subclasses (channels-last)
+    "slicing",  # the VAE's batches split into single images (vae-slicing)
+    "quantization",  # replaces float weights by quantized ones (the last phase that touches weights)
+    "wrapping",  # wraps the U-Net as the weight phases left it (DeepCache)
+    "kernels",  # picks kernels around every wrapper (attention: DeepCache calls the U-Net's blocks past any
+    # wrapper inside it)
+    "compile",  # compiles whatever the others made
+)
 
 
 class VariantError(ConfigError):
     """A variant value is invalid, or a transform cannot be applied to the loaded model."""
-
-
-@dataclass(frozen=True)
-class Transform:
-    """A change of one named pipeline component: `apply(component, pipeline) -> new component`."""
-
-    component: str
-    label: str
-    apply: Callable[[Any, Any], Any]
-
-    def __post_init__(self) -> None:
-        if self.component not in COMPONENTS:
-            raise ValueError(f"transform {self.label}: unknown component {self.component!r} ({COMPONENTS})")
 
 
 class Variant:
@@ -57,8 +57,15 @@ class Variant:
     family: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     field_name: ClassVar[str] = ""  # the RunConfig field this family owns
-    order: ClassVar[int] = 0  # place among model transforms, lowest first
+    phase: ClassVar[str] = ""  # its model transforms' place, one of PHASES ("": it transforms no model)
+    order: ClassVar[int] = 0  # the phase's rank, lowest first (set from `phase`)
     tier: ClassVar[str] = LOSSY  # fidelity tier of a change of this family's value (metrics.fidelity)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.phase and cls.phase not in PHASES:
+            raise TypeError(f"{cls.__name__}: phase {cls.phase!r} is none of {', '.join(PHASES)}")
+        cls.order = PHASES.index(cls.phase) + 1 if cls.phase else 0
 
     def __init__(self, value: Any) -> None:
         self.value = self.parse(value)
@@ -72,7 +79,11 @@ class Variant:
     def parse(cls, value: Any) -> Any:
         """Normalise, coerce and check a value; raises VariantError naming the family."""
         try:
-            return check_value(cls.field_name, value)
+            try:
+                value = cls.normalize(value)
+            except ValueError as exc:
+                raise ConfigError(f"{cls.field_name}: {exc}") from None
+            return check_declared(cls.field_name, value)
         except ConfigError as exc:
             # "steps: steps must be ..." reads "steps: must be ..."; "precision: dtype must be ..." stays
             message = str(exc).removeprefix(f"{cls.field_name}: ")
@@ -111,12 +122,27 @@ class Variant:
         return f"{self.family}={self.value!r}"
 
 
+def in_transform_order(variants: Iterable[Variant]) -> list[Variant]:
+    """`variants` by their families' phases, then by family name within a phase."""
+    return sorted(variants, key=lambda v: (v.order, v.family))
+
+
 class ChoiceVariant(Variant):
     """A family whose value is one of the setting's named choices, compared as lower-case text, so YAML's
-    booleans and null arrive as "true", "false", "none"; `aliases` maps such spellings to a name."""
+    booleans and null arrive as "true", "false", "none"; `aliases` maps such spellings to a name. The choices
+    are the setting's declared ones (RunConfig), unless the family lists its own (and the setting none)."""
 
     aliases: ClassVar[dict[str, str]] = {}
     choices: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.field_name:  # an abstract kind of family (SwitchVariant)
+            return
+        declared = settings()[cls.field_name].choices
+        if cls.choices and declared:
+            raise TypeError(f"{cls.__name__}: {cls.field_name}'s choices are declared on RunConfig; list them once")
+        cls.choices = cls.choices or declared
 
     @classmethod
     def normalize(cls, value: Any) -> str:
@@ -129,3 +155,10 @@ class ChoiceVariant(Variant):
     @classmethod
     def allowed(cls) -> str:
         return "one of " + ", ".join(cls.choices)
+
+
+class SwitchVariant(ChoiceVariant):
+    """A family that turns something on or off: the setting's choices are `off` and `on`, and YAML's booleans
+    and numbers spell them too."""
+
+    aliases: ClassVar[dict[str, str]] = {"false": "off", "none": "off", "0": "off", "true": "on", "1": "on"}

@@ -17,19 +17,16 @@ import torch
 from torch import nn
 
 from metrics.fidelity import FLOAT
-from variants.base import ChoiceVariant, Transform
+from variants.base import SwitchVariant, Transform
 
 
-class ChannelsLast(ChoiceVariant):
+class ChannelsLast(SwitchVariant):
     family = "channels-last"
     summary = "channels-last memory layout for the U-Net's and VAE's convolutions"
     field_name = "channels_last"
-    choices = ("off", "on")
-    aliases = {"false": "off", "none": "off", "0": "off", "true": "on", "1": "on"}
-    # After pruning (20), which rebuilds conv weights; before quantization (30), so that `.to(memory_format=)`
-    # meets plain float tensors, not quantized tensor subclasses; well before compile (50), which then traces
-    # the channels-last model.
-    order = 25
+    # After pruning, which rebuilds conv weights; before quantization, so that `.to(memory_format=)` meets plain
+    # float tensors, not quantized tensor subclasses; before compile, which then traces the channels-last model.
+    phase = "layout"
     tier = FLOAT  # the same math in another memory layout: convolutions pick other kernels
 
     def transforms(self) -> list[Transform]:

@@ -57,7 +57,7 @@ class Compile(ChoiceVariant):
     field_name = "compile"
     choices = MODES
     aliases = {"false": "off", "none": "off", "true": "default"}
-    order = 50  # last: compiles the U-Net as the other transforms left it
+    phase = "compile"
     tier = FLOAT  # the same math, fused and reordered
 
     def is_available(self, env: dict[str, Any]) -> str | None:

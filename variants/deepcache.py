@@ -34,7 +34,7 @@ class DeepCache(Variant):
     family = "deepcache"
     summary = "reuse deep U-Net features for interval-1 of every interval steps (DeepCache)"
     field_name = "deepcache"
-    order = 40  # wraps the U-Net after pruning and quantization changed it, before compile
+    phase = "wrapping"
 
     @classmethod
     def normalize(cls, value: Any) -> str:

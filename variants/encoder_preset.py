@@ -1,6 +1,5 @@
 """The libx264 preset of the output video: a faster preset encodes more frames/s at the same crf."""
 
-from harness.config import X264_PRESETS
 from variants.base import ChoiceVariant
 
 
@@ -8,6 +7,5 @@ class EncoderPreset(ChoiceVariant):
     family = "encoder-preset"
     summary = "libx264 preset of the output (faster presets keep up with more frames/s; crf unchanged)"
     field_name = "encoder_preset"
-    choices = X264_PRESETS
     # Another preset compresses the same frames differently: the decoded output changes (slightly, at crf 18),
     # so it is judged as lossy and scored, never assumed equal.

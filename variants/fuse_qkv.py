@@ -16,18 +16,16 @@ from typing import Any
 from torch import nn
 
 from metrics.fidelity import FLOAT
-from variants.base import ChoiceVariant, Transform, VariantError
+from variants.base import SwitchVariant, Transform, VariantError
 
 
-class FuseQkv(ChoiceVariant):
+class FuseQkv(SwitchVariant):
     family = "fuse-qkv"
     summary = "fuse each attention layer's query/key/value projections into one matmul (diffusers' fused processor)"
     field_name = "fuse_qkv"
-    choices = ("off", "on")
-    aliases = {"false": "off", "none": "off", "0": "off", "true": "on", "1": "on"}
-    # After pruning (20), which slices to_q/to_k/to_v one by one; before quantization (30), which then quantizes
-    # the fused Linear, and before compile (50), which traces the fused layers.
-    order = 22
+    # After pruning, which slices to_q/to_k/to_v one by one; before quantization, which then quantizes the fused
+    # Linear, and before compile, which traces the fused layers.
+    phase = "fusion"
     tier = FLOAT  # the same dot products, computed by one wider GEMM (which may tile and sum otherwise)
 
     def transforms(self) -> list[Transform]:

@@ -41,7 +41,7 @@ class Pruning(Variant):
     family = "pruning"
     summary = "structured U-Net pruning: inner channels by magnitude, motion modules, or named blocks"
     field_name = "pruning"
-    order = 20  # slices float weights: before quantization, DeepCache and compile
+    phase = "float-weights"
 
     @classmethod
     def normalize(cls, value: Any) -> str:

@@ -61,7 +61,7 @@ class Quantization(ChoiceVariant):
     field_name = "quantization"
     choices = METHODS
     aliases = {"off": "none", "false": "none", "0": "none"}
-    order = 30
+    phase = "quantization"
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "none":

@@ -12,16 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from metrics.fidelity import FLOAT
-from variants.base import ChoiceVariant, Transform
+from variants.base import SwitchVariant, Transform
 
 
-class VaeSlicing(ChoiceVariant):
+class VaeSlicing(SwitchVariant):
     family = "vae-slicing"
     summary = "VAE encode/decode one image at a time (lower peak GPU memory, same output)"
     field_name = "vae_slicing"
-    choices = ("off", "on")
-    aliases = {"false": "off", "none": "off", "0": "off", "true": "on", "1": "on"}
-    order = 26  # with the other layout changes, before compile (50), which then compiles the per-image calls
+    phase = "slicing"  # before compile, which then compiles the per-image calls
     tier = FLOAT  # the same per-image math and sampling draws; convolutions may pick other kernels for batch 1
 
     def transforms(self) -> list[Transform]:

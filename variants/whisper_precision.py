@@ -35,7 +35,7 @@ class WhisperPrecision(Variant):
     family = "whisper-precision"
     summary = "audio encoder precision (int8 = weights rounded to 8 bits per channel)"
     field_name = "whisper_dtype"
-    order = 10  # the encoder is separate from the U-Net: first, before the U-Net's transforms
+    phase = "encoder"
 
     def transforms(self) -> list[Transform]:
         if self.value != "int8":

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.pipeline.faces import Face
+from harness.pipeline.detectors.base import Face
 
 _detector: Any = None  # this worker's detector
 _load_error: Exception | None = None  # why it could not be built

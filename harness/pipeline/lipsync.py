@@ -29,7 +29,7 @@ from harness.pipeline.frames import FrameSource
 from harness.pipeline.overlap import run_overlapped
 
 if TYPE_CHECKING:
-    from variants.base import Transform
+    from harness.pipeline.transform import Transform
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,8 @@ class LipsyncPipeline:
     _detect_workers: Any = field(default=None, init=False, repr=False)  # DetectorProcesses, started on first use
 
     @classmethod
-    def load(cls, config: RunConfig) -> LipsyncPipeline:
-        """Load the models the config names, then apply the transforms its settings ask for, in order."""
-        from variants import transforms_for
-
-        pipeline = cls._load_models(config)
-        for transform in transforms_for(config):
-            pipeline.apply(transform)
-        return pipeline
-
-    @classmethod
-    def _load_models(cls, config: RunConfig) -> LipsyncPipeline:
+    def load_models(cls, config: RunConfig) -> LipsyncPipeline:
+        """The models the config names, as loaded: the variants' transforms come after (variants.load_pipeline)."""
         from harness.models import load_scheduler, load_unet, load_vae, load_whisper
         from harness.models.weights import resolve_weights
         from harness.pipeline.faces import load_detector
@@ -169,7 +160,7 @@ class LipsyncPipeline:
         )
 
     def apply(self, transform: Transform) -> None:
-        """Replace one named component with what the transform makes of it (see variants.base.Transform)."""
+        """Replace one named component with what the transform makes of it (harness.pipeline.transform)."""
         attribute = "make_scheduler" if transform.component == "sampler" else transform.component
         setattr(self, attribute, transform.apply(getattr(self, attribute), self))
         self.applied.append(f"{transform.component}:{transform.label}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.pipeline.faces import Face, check_frame, lip_gap, pick_face
+from harness.pipeline.detectors.base import Face, check_frame, lip_gap, pick_face
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from harness.pipeline.faces import Face, check_frame, lip_gap, pick_face
+from harness.pipeline.detectors.base import Face, check_frame, lip_gap, pick_face
 
 BROW_IMAGE_LEFT = (46, 53, 52, 65, 55)  # the subject's right brow, lower edge
 BROW_IMAGE_RIGHT = (276, 283, 282, 295, 285)  # mirror of the above
