@@ -355,10 +355,7 @@ class LipsyncPipeline:
     def _encode(self, seg: _Segment, chunks: torch.Tensor, timer: Any) -> None:
         with timer.stage("encode"):
             keep = self._keep_mask(self.dtype)
-            pixels = seg.pixels.to(self.dtype)
-            generator = self._rng
-            masked = self._encode_images(pixels * keep, generator)
-            reference = self._encode_images(pixels, generator)
+            masked, reference = self._sampled_latents(seg.pixels.to(self.dtype), self._posterior)
             latent_hw = masked.shape[-2:]
             mask = torch.nn.functional.interpolate(
                 keep[None, None], size=latent_hw
@@ -373,20 +370,40 @@ class LipsyncPipeline:
             )
 
     def _skip_encode(self, seg: _Segment) -> None:
-        """A segment another rank encodes: draw the VAE sampling noise its two encodes would draw, so this rank's
-        generator reaches the next segment where a single run's does (TAESD's encoder draws none)."""
-        from diffusers.utils.torch_utils import randn_tensor
+        """A segment another rank encodes: the same sampling draws as `_encode`, from stand-in posteriors, so this
+        rank's generator reaches the next segment where a single run's does."""
+        res = self.config.resolution
+        blank = torch.zeros((len(seg.frames), 3, res, res), device=self.device, dtype=self.dtype)
+        self._sampled_latents(blank, self._posterior_stand_in)
+
+    def _sampled_latents(
+        self, pixels: torch.Tensor, posterior: Callable[[torch.Tensor], Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked and the whole faces' latents, sampled in that order from the run's generator: the one
+        place a segment's VAE sampling noise is drawn, for a segment encoded here (`posterior` = the VAE's) and
+        for one another rank encodes (a stand-in of the same shape that encodes nothing)."""
+
+        def sample(images: torch.Tensor) -> torch.Tensor:
+            return posterior(images).sample(generator=self._rng) * LATENT_SCALE
+
+        return sample(pixels * self._keep_mask(pixels.dtype)), sample(pixels)
+
+    def _posterior(self, images: torch.Tensor) -> Any:
+        return self.vae.encode(images).latent_dist
+
+    def _posterior_stand_in(self, images: torch.Tensor) -> Any:
+        """What `_posterior(images)` would be for sampling, without encoding: diffusers' own distribution with
+        zero parameters of the encode's shape (AutoencoderKL halves the size per level after the first, as
+        diffusers' `vae_scale_factor` says), or TAESD's, which has no spread and draws nothing."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        from harness.models.vae import PointLatents
 
         if self.config.vae != "full":
-            return
-        side = self.config.resolution // 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shape = (len(seg.frames), self.vae.config.latent_channels, side, side)
-        for _ in range(2):
-            randn_tensor(shape, generator=self._rng, device=self.device, dtype=self.dtype)
-
-    def _encode_images(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        posterior = self.vae.encode(images).latent_dist
-        return posterior.sample(generator=generator) * LATENT_SCALE
+            return PointLatents(images)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        shape = (len(images), 2 * self.vae.config.latent_channels, *(s // factor for s in images.shape[-2:]))
+        return DiagonalGaussianDistribution(torch.zeros(shape, device=images.device, dtype=images.dtype))
 
     def _noise(self, latent_hw: torch.Size) -> torch.Tensor:
         """ONE latent frame of noise shared by every frame of the video, as the reference does."""
