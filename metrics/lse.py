@@ -21,7 +21,7 @@ video before scoring.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -77,8 +77,13 @@ def crop_face(frame: np.ndarray, cx: float, cy: float, half: float, size: int = 
     # computes them; shifted back so only the crop itself is padded
     y0, y1 = int(cy + pad - half), int(cy + pad + half * (1 + 2 * CROP_SCALE))
     x0, x1 = int(cx + pad - half * (1 + CROP_SCALE)), int(cx + pad + half * (1 + CROP_SCALE))
-    y0, y1, x0, x1 = y0 - pad, y1 - pad, x0 - pad, x1 - pad
     h, w = frame.shape[:2]
+    # the reference slices its padded frame: a crop reaching past the padding's far edges ends there (a box
+    # centred below or right of the frame), and is then resized from fewer rows or columns
+    y1, x1 = min(y1, h + 2 * pad), min(x1, w + 2 * pad)
+    if y1 <= y0 or x1 <= x0:  # nothing of the padded frame (the reference fails here): all padding
+        return np.full((size, size, frame.shape[2]), PAD_VALUE, dtype=frame.dtype)
+    y0, y1, x0, x1 = y0 - pad, y1 - pad, x0 - pad, x1 - pad
     out = np.full((y1 - y0, x1 - x0, frame.shape[2]), PAD_VALUE, dtype=frame.dtype)
     sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
     if sy1 > sy0 and sx1 > sx0:
@@ -101,6 +106,22 @@ def summarise_distances(dists: torch.Tensor, vshift: int = 15) -> tuple[float, f
     min_dist, best = torch.min(mean_per_offset, dim=0)
     conf = torch.median(mean_per_offset) - min_dist
     return float(min_dist), float(conf), int(vshift - best)
+
+
+def face_crops(
+    frames: Iterable[np.ndarray], tracks: Sequence[tuple[range, np.ndarray]]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(track index, BGR crop) of every frame inside a track, in frame order: what SyncNet is shown. `frames`
+    are RGB and streamed; `tracks` are spans in frame order with their `smooth_crop_boxes`."""
+    owner = {i: k for k, (span, _) in enumerate(tracks) for i in span}  # frame -> its track
+    stop = tracks[-1][0].stop if tracks else 0
+    for index, frame in enumerate(frames):
+        if index >= stop:
+            break
+        if index in owner:
+            span, boxes = tracks[owner[index]]
+            cx, cy, half = boxes[index - span.start]
+            yield owner[index], crop_face(frame, cx, cy, half)[..., ::-1]
 
 
 @dataclass
@@ -192,14 +213,8 @@ def syncnet_scores(
             f"{LIP_FRAMES + 1} frames with sound; tracks: {[(t.start, t.stop) for t in tracks]}"
         )
     embedders = [LipWindowEmbedder(net, plan.windows, device, batch_size) for plan in plans]
-    owner = {i: k for k, plan in enumerate(plans) for i in plan.span}  # frame -> its track
-    for index, frame in enumerate(frames):
-        if index >= plans[-1].span.stop:
-            break
-        if index in owner:
-            plan = plans[owner[index]]
-            cx, cy, half = plan.boxes[index - plan.span.start]
-            embedders[owner[index]].add(crop_face(frame, cx, cy, half)[..., ::-1])
+    for track, crop in face_crops(frames, [(plan.span, plan.boxes) for plan in plans]):
+        embedders[track].add(crop)
     results = []
     for plan, embedder in zip(plans, embedders, strict=True):
         lips = embedder.result()

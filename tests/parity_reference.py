@@ -97,7 +97,60 @@ def fid(args: dict) -> dict:
     return {"fid": float(distance), "features": [f.tolist() for f in features]}
 
 
-TASKS = {"syncnet": syncnet, "lpips": lpips, "fid": fid}
+class _RecordingCv2:
+    """cv2 as syncnet_python's crop step sees it, but its video writer keeps the frames written (the crops) and
+    leaves an empty file where the video would be."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        self.cv2 = cv2
+        self.written: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cv2, name)
+
+    def VideoWriter(self, path: str, *_args: object) -> SimpleNamespace:  # noqa: N802 (cv2's name)
+        return SimpleNamespace(write=self.written.append, release=lambda: Path(path).touch())
+
+
+def s3fd_crops(args: dict) -> dict:
+    """syncnet_python's face path before SyncNet (syncnet_pipeline.SyncNetPipeline.inference, steps 4, 6 and 7):
+    its S3FD from the weights file by its own loader, its detect_faces on every frame as inference calls it (the
+    RGB frame, confidence 0.9, scale 0.25), its tracker (`_track`) and its cropping (`_crop`), whose video writer
+    records the crops and whose ffmpeg calls (the audio slice and the muxing) do nothing. Frames are PNG files
+    (inference decodes JPEGs of an AVI it made); scene detection is left out (one clip without cuts); the
+    detections of the frames in `drop` are dropped before tracking, as if none was found there."""
+    from syncnet_python import syncnet_pipeline as reference
+
+    recorder = _RecordingCv2()
+    reference.cv2 = recorder
+    reference.subprocess = SimpleNamespace(run=lambda *a, **k: None, CalledProcessError=RuntimeError)
+    runner = reference.SyncNetPipeline.__new__(reference.SyncNetPipeline)
+    runner.cfg = reference.PipelineConfig(min_track=args["min_track"])
+    runner.device = "cpu"
+    s3fd = runner._load_s3fd(args["weights"])
+    frames = sorted(str(p) for p in Path(args["frames"]).glob("*.png"))
+    detections = []
+    for i, path in enumerate(frames):
+        rgb = recorder.cvtColor(recorder.imread(path), recorder.COLOR_BGR2RGB)
+        boxes = s3fd.detect_faces(rgb, conf_th=0.9, scales=[runner.cfg.facedet_scale])
+        detections.append([{"frame": i, "bbox": b[:-1].tolist(), "conf": float(b[-1])} for b in boxes])
+    kept = [faces if i not in args["drop"] else [] for i, faces in enumerate(detections)]
+    tracks = runner._track([list(faces) for faces in kept])
+    crops = []
+    for k, track in enumerate(tracks):
+        recorder.written = []
+        runner._crop(track, frames, "speech.wav", Path(args["out"]) / f"{k:05d}")
+        crops.append(np.stack(recorder.written))
+    np.savez(Path(args["out"]) / "crops.npz", *crops)
+    return {
+        "detections": [[[*face["bbox"], face["conf"]] for face in faces] for faces in detections],
+        "tracks": [{"frames": t["frame"].tolist(), "boxes": t["bbox"].tolist()} for t in tracks],
+    }
+
+
+TASKS = {"syncnet": syncnet, "lpips": lpips, "fid": fid, "s3fd_crops": s3fd_crops}
 
 if __name__ == "__main__":
     task, spec, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
