@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from harness.config import RunConfig
+from harness.config import RunConfig, settings
 from harness.pipeline.lipsync import LipsyncPipeline
 from harness.pipeline.media import iter_frames
 from harness.runner import gpu_busy_pct
@@ -167,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", required=True)
     parser.add_argument("--audio", required=True)
-    parser.add_argument("--resolution", type=int, default=512, choices=(256, 512))
+    parser.add_argument("--resolution", type=int, default=512, choices=settings()["resolution"].choices)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names (baseline first)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of the whole clip per configuration")
     parser.add_argument("--baseline-repeats", type=int, default=1)

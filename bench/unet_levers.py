@@ -126,7 +126,10 @@ RESERVE_S = 20  # kept back from the budget for decoding, the table and the roof
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resolution", type=int, choices=(256, 512), help="default: 512 (256 with --tiny)")
+    from harness.config import settings
+
+    resolutions = settings()["resolution"].choices
+    parser.add_argument("--resolution", type=int, choices=resolutions, help="default: 512 (256 with --tiny)")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--tiny", action="store_true", help="the tiny test U-Net and VAE (a CPU check of the code)")
     parser.add_argument("--frames", type=int, default=16, help="frames per segment (16 as a run)")

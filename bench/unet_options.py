@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from realtime import unet_call_ms, unet_inputs
 
-from harness.config import RunConfig
+from harness.config import RunConfig, settings
 from metrics.fidelity import snr_db
 from variants import load_pipeline
 
@@ -77,7 +77,7 @@ def measure(name: str, resolution: int, reference: torch.Tensor | None) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolution", type=int, default=512, choices=(256, 512))
+    parser.add_argument("--resolution", type=int, default=512, choices=settings()["resolution"].choices)
     parser.add_argument("--options", default=",".join(OPTIONS), help="comma-separated names (eager first)")
     parser.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     args = parser.parse_args()

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.config import settings
+
 SCHEDULER_CONFIG = Path(__file__).parent / "configs" / "scheduler_ddim.json"
-SCHEDULERS = ("ddim", "dpm++")
+SCHEDULERS = settings()["scheduler"].choices  # declared once, on RunConfig
 
 
 def scheduler_config() -> dict[str, Any]:
