@@ -13,30 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from call_timing import call_ms
 
 from harness.models import load_unet, load_vae
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def time_ms(fn, warmup: int = 3, repeats: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def unet_inputs(batch: int, resolution: int, dtype: torch.dtype, frames: int = 16):
@@ -67,12 +52,12 @@ def bench_dtype(dtype_name: str, resolutions: list[int], compile_modes: list[str
             base = dict(resolution=resolution, dtype=dtype_name)
             for batch in (2, 1):
                 inputs = unet_inputs(batch, resolution, dtype)
-                ms = time_ms(lambda i=inputs: unet(*i))
+                ms = call_ms(lambda i=inputs: unet(*i), "cuda")
                 rows.append(report(dict(base, what=f"unet b{batch}", mode="eager", ms=ms)))
             images = torch.randn((32, 3, resolution, resolution), device="cuda", dtype=dtype)
             latents = torch.randn((16, 4, resolution // 8, resolution // 8), device="cuda", dtype=dtype)
-            enc = time_ms(lambda x=images: vae.encode(x).latent_dist.sample(), warmup=2, repeats=5)
-            dec = time_ms(lambda z=latents: vae.decode(z).sample, warmup=2, repeats=5)
+            enc = call_ms(lambda x=images: vae.encode(x).latent_dist.sample(), "cuda", warmups=2, repeats=5)
+            dec = call_ms(lambda z=latents: vae.decode(z).sample, "cuda", warmups=2, repeats=5)
             rows.append(report(dict(base, what="vae encode32", mode="eager", ms=enc)))
             rows.append(report(dict(base, what="vae decode16", mode="eager", ms=dec)))
             for mode in compile_modes:
@@ -85,7 +70,7 @@ def bench_dtype(dtype_name: str, resolutions: list[int], compile_modes: list[str
                 compiled(*inputs)
                 torch.cuda.synchronize()
                 compile_s = time.perf_counter() - t0
-                ms = time_ms(lambda c=compiled, i=inputs: c(*i))
+                ms = call_ms(lambda c=compiled, i=inputs: c(*i), "cuda")
                 rows.append(
                     report(dict(base, what="unet b2", mode=f"compile:{mode}", ms=ms, compile_s=compile_s))
                 )

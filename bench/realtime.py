@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from call_timing import REPEATS, call_ms
 
 from harness.config import RunConfig, settings
 from harness.pipeline.lipsync import LipsyncPipeline
@@ -108,29 +109,13 @@ def unet_inputs(
 
 
 def unet_call_ms(
-    pipeline: LipsyncPipeline, repeats: int = 10, inputs: tuple[torch.Tensor, ...] | None = None
+    pipeline: LipsyncPipeline, repeats: int = REPEATS, inputs: tuple[torch.Tensor, ...] | None = None
 ) -> float:
-    """Median milliseconds of one U-Net call on a segment batch (`inputs`, default `unet_inputs`), after 3
-    warm-up calls: CUDA events on a GPU, the wall clock on the CPU."""
+    """Median milliseconds of one U-Net call on a segment batch (`inputs`, default `unet_inputs`), after the
+    warm-up calls of call_timing.py."""
     inputs = inputs or unet_inputs(pipeline)
-    cuda = pipeline.device.type == "cuda"
     with torch.no_grad():
-        for _ in range(3):
-            pipeline.unet(*inputs)
-        times = []
-        for _ in range(repeats):
-            if not cuda:
-                began = time.perf_counter()
-                pipeline.unet(*inputs)
-                times.append((time.perf_counter() - began) * 1e3)
-                continue
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            pipeline.unet(*inputs)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-    return statistics.median(times)
+        return call_ms(lambda: pipeline.unet(*inputs), pipeline.device, repeats=repeats)
 
 
 def bench_config(name: str, settings: dict[str, Any], args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:

@@ -81,6 +81,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from call_timing import REPEATS
+
 COMPILED = {"compile": "default"}
 # name -> settings (harness settings), tier (the fidelity tier the lever would have as a variant), optional
 # inductor (bench-only inductor options) and timeout (seconds; --timeout otherwise)
@@ -534,7 +536,7 @@ def main() -> None:
                         help="an extra lever: harness settings (and inductor.X options), e.g. "
                         "best=compile:default+recipe,fuse_qkv:on")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the latent-depth denoise")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per lever (median)")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed calls per lever (median)")
     parser.add_argument("--timeout", type=float, default=330, help="seconds per lever unless the lever sets its own")
     parser.add_argument("--budget", type=float, default=480, help="seconds for all levers: a lever that cannot "
                         "get 60 s is skipped, and none gets more than what is left")
