@@ -119,6 +119,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert (folder / "torch_trace.json").exists() and "torch_trace.json" in by_input["face"].artifacts
     assert {"profile.prof", "profile_top30.txt"} <= set(by_input["face"].artifacts)
     assert "cumtime" in (folder / "profile_top30.txt").read_text()
+    assert (folder / "stage_times.png").stat().st_size > 0  # drawn by the sweep's process, after the trials
     table = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in table and "ok" in table
     assert json.loads((folder / "config.json").read_text())["steps"] == 1
