@@ -73,16 +73,14 @@ def claim_floor(folder: Path) -> None:
 
 
 def turns(repeats: int, folder: Path, memory: Callable[[], dict[str, float]]) -> Iterator[str | None]:
-    """The round id of each timed repeat this process gets: in an interleaved sweep as many as the coordinator
-    hands out (a trial's `repeats`; the baseline one per round of the input), each after waiting for its slot;
-    otherwise `repeats` times None. `memory()`: what this process holds and the device has free (MB), sent with
-    every park for the coordinator's admissions."""
-    if repeats <= 0:
-        return
+    """The round id of each timed repeat this process gets. In an interleaved sweep: as many as the coordinator
+    hands out (a trial's `repeats`; the baseline one per round of the input), each after waiting for its slot,
+    then one last park that is told to stop; every park sends `memory()` (what this process holds and the device
+    has free, MB) for the coordinator's admissions. Otherwise: `repeats` times None."""
     if not os.environ.get(ADDRESS_ENV):
-        yield from [None] * repeats
+        yield from [None] * max(repeats, 0)
         return
-    while True:
+    while True:  # parks even without repeats: the coordinator learns this process's memory
         reply = _ask({"folder": _identity(folder), "kind": "park", "memory": memory()})
         if reply is None or reply.get("round") is None:
             return
@@ -208,8 +206,10 @@ class _Coordinator:
             return False
         if not self.jobs[index].baseline:
             return True
-        # the baseline is timed beside every other trial of the input: it stops when none is left
-        return all(s == ENDED for i, s in enumerate(self.state) if i != index)
+        # the baseline is timed beside every other trial of the input: it stops when none has repeats left
+        return all(
+            s == ENDED or self.done[i] >= self.jobs[i].repeats for i, s in enumerate(self.state) if i != index
+        )
 
     def _need_mb(self) -> float | None:
         return max(self.held_mb.values()) * MEMORY_MARGIN if self.held_mb else None
