@@ -40,7 +40,7 @@ from harness.results import (
     trial_folders,
     write_json_atomic,
 )
-from harness.trackers.machine_load import busy_reasons
+from harness.trackers.machine_load import busy_reasons, worst
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,8 +176,7 @@ def machine_busy(record: TrialRecord) -> list[str]:
     """Why the machine was busy during this trial's timed repeats; [] when it was quiet."""
     path = record.folder / TIMED_RUNS_FILE
     runs = read_json(path)["runs"] if path.exists() else []
-    worst = {key: max(run[key] for run in runs if key in run) for key in {k for run in runs for k in run}}
-    return busy_reasons(worst)  # the busiest reading of each kind over the repeats
+    return busy_reasons(worst(runs))  # the busiest reading of each kind over the repeats
 
 
 def _input_of(record: TrialRecord) -> tuple[str, str]:

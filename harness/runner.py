@@ -138,7 +138,7 @@ def _measure(
         memory = MemoryTracker(pipeline.device)
         timer = StageTimer(pipeline.device, memory=memory)
         began = time.perf_counter()
-        with memory, MachineLoad() as load:
+        with memory, MachineLoad(pipeline.device) as load:
             run = pipeline.run(config.video, config.audio, output, timer=timer)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
