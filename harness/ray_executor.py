@@ -101,7 +101,8 @@ def _run_task(trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shi
 
 
 def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
-    """Unpack a trial folder from its node; record it with this machine's input paths and trial key."""
+    """Unpack a trial folder from its node; record it with this machine's input paths and trial key, and that
+    it ran side by side on Ray (tag `executor`)."""
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
         tar.extractall(folder, filter="data")
@@ -109,9 +110,9 @@ def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
     if config is not None and (config["video"], config["audio"]) != (trial.video, trial.audio):
         write_json_atomic(folder / CONFIG_FILE, {**config, "video": trial.video, "audio": trial.audio})
     result = load_trial(folder).result
-    if result.key != trial.key():
-        result.key = trial.key()
-        result.write(folder)
+    result.key = trial.key()
+    result.tags["executor"] = "ray"
+    result.write(folder)
     return result
 
 

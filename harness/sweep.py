@@ -430,7 +430,7 @@ def _run_sweep(
             result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
         elif sweep.interleave or executor == "ray":
             deferred.append((trial, folder, baseline_outputs.get(trial.input_name)))
-            if trial.is_baseline:  # where it will write: it finishes before the others' last round
+            if trial.is_baseline:  # where it will write: its cold run comes before any other trial's
                 baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
             continue
         else:

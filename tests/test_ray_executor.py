@@ -85,6 +85,7 @@ def test_a_ray_sweep_gives_the_local_sweeps_trials_table_and_outputs_and_resumes
     assert (
         info["executor"] == "ray" and "--executor ray" in info["command"]
     )  # the report's command reproduces it
+    assert set(remote["executor"]) == {"ray"} and "executor" not in local.columns
     assert "env.hostname" in remote.columns and "env.device" in remote.columns  # where each trial ran
 
 
