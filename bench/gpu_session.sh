@@ -8,18 +8,29 @@
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
+#   roofline[:R] bench/unet_roofline.py at R (default 512): one guided call eager and compiled (ROOFLINE_CONFIGS,
+#                default eager,compile), time by op class against the H200's peaks (about 3.5 min on a cold machine)
+#   levers:R:NAMES[@S]  bench/unet_levers.py at R: the levers NAMES (comma-separated; eager and compile run first)
+#                each in its own process against compile:default, S seconds in all (default 480); LEVERS_ROOFLINE
+#                (e.g. eager,compile) also profiles those by op class; LEVERS_EXTRA='name=key:value,...' adds a
+#                lever; LEVERS_ARGS passes more options (--save-cache $OUT/cache, --load-cache DIR, --compile-only)
 #   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
+#   fidelity[:NAMES][@S]  experiments/fidelity.yaml inline: every family value's tier, gate and depths (README
+#                "Fidelity tiers"), or the trials NAMES; at most S seconds, default 540
+#   exact-demo1  the same file's baseline and pipelined trials on the whole of demo1 (serial vs pipelined, exact)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
-# Prepare here (both folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
+# Prepare here (the folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
 # (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe 0.10.14 unpacked, its pose/hand/iris/holistic/
 # selfie/objectron *.tflite files deleted (keep every .py: mediapipe imports them all) and zipped as a site .zip;
 # PyAV unpacked as a site .tar.xz: under 50 MB together), and .gpudata/ with copies of ../shared's demo1 files.
+# The U-Net benches need only diffusers and torchao: .whl_unet/ with those two wheels (10 MB) leaves room in a
+# call's 64 MB for carried compile caches.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
 mkdir -p "$OUT" "$SITE"
-# .whl/, or bench/scaleout.sh's smaller .whl_min/ and .whl_ray/: whichever were carried
-for dir in .whl .whl_min .whl_ray; do
+# .whl/, or bench/scaleout.sh's smaller .whl_min/ and .whl_ray/, or .whl_unet/: whichever were carried
+for dir in .whl .whl_min .whl_ray .whl_unet; do
   [ -d "$dir" ] || continue
   ls "$dir"/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target "$SITE" "$dir"/*.whl
@@ -39,6 +50,12 @@ for name in ("torch", "diffusers", "transformers", "av", "cv2", "mediapipe", "ma
         print(f"{name:14s} MISSING ({type(exc).__name__}: {str(exc)[:80]})")
 PY
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$OUT/probe.txt"
+# A sweep's table and files back to $OUT: its fidelity summary, and its JSON, CSV and report, without videos
+# and recordings (fetch them with the call; $OUT is emptied by the next).
+bundle_sweep() {
+  python3 bench/summarise_trials.py "$1" --fidelity | tee "$OUT/$2.md"
+  tar czf "$OUT/$2_sweep.tgz" -C "$1" --exclude='*.mp4' --exclude='*.generated' --exclude='*.prof' .
+}
 for step in "$@"; do
   case "$step" in
     core)
@@ -63,9 +80,38 @@ for step in "$@"; do
     unet:*)
       timeout "${UNET_TIMEOUT:-300}" python3 bench/unet_options.py --resolution "${step#unet:}" ${UNET_OPTIONS:+--options "$UNET_OPTIONS"} --out "$OUT" 2>&1 \
         | tee "$OUT/unet_${step#unet:}.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
+    roofline*)
+      res=${step#roofline}
+      res=${res#:}
+      timeout 330 python3 bench/unet_roofline.py --resolution "${res:-512}" --configs "${ROOFLINE_CONFIGS:-eager,compile}" \
+        --out "$OUT" 2>&1 | tee "$OUT/roofline.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-300 ;;
+    levers:*)
+      spec=${step#levers:}
+      budget=480  # with the install, the probe and the table, the command stays inside a run's 600 s
+      [[ $spec == *@* ]] && budget=${spec##*@} && spec=${spec%@*}
+      # shellcheck disable=SC2086  # LEVERS_ARGS is a list of options
+      timeout $((budget + 45)) python3 bench/unet_levers.py --resolution "${spec%%:*}" --levers "${spec#*:}" \
+        --budget "$budget" --roofline "${LEVERS_ROOFLINE:-}" ${LEVERS_EXTRA:+--lever "$LEVERS_EXTRA"} ${LEVERS_ARGS:-} \
+        --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     detect)
       timeout 200 python3 bench/detect_speed.py --video .gpudata/demo1_video.mp4 --frames 240 --processes 0,1,2,4,8 \
         --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
+    fidelity*)
+      spec=${step#fidelity}
+      limit=540
+      [[ $spec == *@* ]] && limit=${spec##*@} && spec=${spec%@*}
+      only=${spec#:}
+      timeout "$limit" python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow \
+        ${only:+--only "$only"} --out-dir /tmp/fidelity > "$OUT/fidelity.log" 2>&1
+      tail -3 "$OUT/fidelity.log"
+      bundle_sweep /tmp/fidelity fidelity ;;
+    exact-demo1)
+      timeout 400 python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow --only baseline,pipelined \
+        --out-dir /tmp/exact_demo1 --set score=false --set base.max_seconds=0 \
+        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        > "$OUT/exact_demo1.log" 2>&1
+      tail -3 "$OUT/exact_demo1.log"
+      bundle_sweep /tmp/exact_demo1 exact_demo1 ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -89,10 +89,13 @@ def timed_run(pipeline: LipsyncPipeline, video: str, audio: str, out: Path) -> d
     return row
 
 
-def unet_inputs(pipeline: LipsyncPipeline, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded inputs of one U-Net call on a segment batch as the run makes it (guided: batch 2 per segment)."""
+def unet_inputs(
+    pipeline: LipsyncPipeline, seed: int = 0, segments: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded inputs of one U-Net call on a segment batch as the run makes it (guided: batch 2 per segment) of
+    `segments` segments (default: the config's segments_per_call)."""
     cfg = pipeline.config
-    batch = (2 if cfg.guidance > 1 else 1) * cfg.segments_per_call
+    batch = (2 if cfg.guidance > 1 else 1) * (segments or cfg.segments_per_call)
     latent = cfg.resolution // 8
     device, dtype = pipeline.device, pipeline.dtype
     width = 384  # the audio embedding width of every LatentSync U-Net
@@ -102,14 +105,23 @@ def unet_inputs(pipeline: LipsyncPipeline, seed: int = 0) -> tuple[torch.Tensor,
     return sample, torch.tensor(500, device=device), audio
 
 
-def unet_call_ms(pipeline: LipsyncPipeline, repeats: int = 10) -> float:
-    """Median milliseconds of one U-Net call on a segment batch, after 3 warm-up calls."""
-    inputs = unet_inputs(pipeline)
+def unet_call_ms(
+    pipeline: LipsyncPipeline, repeats: int = 10, inputs: tuple[torch.Tensor, ...] | None = None
+) -> float:
+    """Median milliseconds of one U-Net call on a segment batch (`inputs`, default `unet_inputs`), after 3
+    warm-up calls: CUDA events on a GPU, the wall clock on the CPU."""
+    inputs = inputs or unet_inputs(pipeline)
+    cuda = pipeline.device.type == "cuda"
     with torch.no_grad():
         for _ in range(3):
             pipeline.unet(*inputs)
         times = []
         for _ in range(repeats):
+            if not cuda:
+                began = time.perf_counter()
+                pipeline.unet(*inputs)
+                times.append((time.perf_counter() - began) * 1e3)
+                continue
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             pipeline.unet(*inputs)

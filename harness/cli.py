@@ -53,7 +53,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from harness.config import field_names
+    from harness.config import field_names, resolve
     from harness.models.lean_diffusers import skip_unused_diffusers_integrations
     from harness.pipeline.distributed import current_shard, rank_folder
     from harness.preflight import check_run
@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if from_yaml and not isinstance(from_yaml, dict):
         raise ValueError(f"{args.config}: expected a mapping of run settings (key: value)")
     cli = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
+    resolve(cli, where=("command line",))  # an error in a flag says so (the merged layers below say "base")
     base = {**(from_yaml or {}), **cli}
     video, audio = base.pop("video", "demo"), base.pop("audio", "demo")
     variants = dict(_parse_variant(v) for v in args.variant)
@@ -116,7 +117,7 @@ def _parse_variant(text: str) -> tuple[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.sweep import load_sweep, run_sweep
+    from harness.sweep import LoggingFailed, load_sweep, log_only, run_sweep
 
     sweep = load_sweep(args.file, overrides=args.set, only=args.only.split(",") if args.only else None)
     out_dir = Path(args.out_dir or Path("outputs") / sweep.name)
@@ -125,10 +126,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"sweep {sweep.name}: {len(sweep.trials)} trial(s), baseline {sweep.baseline!r}, output {out_dir}"
         )
         for trial in sweep.trials:
-            notes = [] if trial.is_baseline else ["lossless" if trial.lossless else "lossy"]
+            notes = [] if trial.is_baseline else [f"{trial.tier} tier"]
             notes += [f"{family}: no-op on this base" for family in trial.noop_families()]
             print(f"  {trial.folder_name()}  {json.dumps(trial.variants)} ({'; '.join(notes) or 'baseline'})")
         return 0
+    if args.log_only and args.no_mlflow:
+        raise ValueError("--log-only logs the finished trials to MLflow; it cannot go with --no-mlflow")
     if args.executor == "ray":
         from harness.ray_executor import import_ray
 
@@ -139,14 +142,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from harness.models.lean_diffusers import skip_unused_diffusers_integrations
 
         skip_unused_diffusers_integrations()
-    results = run_sweep(
-        sweep,
-        out_dir,
-        inline=args.inline,
-        log_mlflow=not args.no_mlflow,
-        executor=args.executor,
-        ray_address=args.address,
-    )
+    logging_failure = ""
+    try:
+        if args.log_only:
+            results = log_only(sweep, out_dir)
+        else:
+            results = run_sweep(
+                sweep,
+                out_dir,
+                inline=args.inline,
+                log_mlflow=not args.no_mlflow,
+                executor=args.executor,
+                ray_address=args.address,
+            )
+    except LoggingFailed as exc:  # the trials' results, the table and the report are written
+        results, logging_failure = exc.results, str(exc)
+    return _summarise(results, [t.name for t in sweep.trials], out_dir, logging_failure)
+
+
+def _summarise(results: list[Any], planned: list[str], out_dir: Path, logging_failure: str) -> int:
+    """The sweep's table; exit status 0 only when every planned trial is ok (or skipped here, with its
+    reason) and logged, else 1 with what is wrong."""
     print("\n| trial | status | fps | total s | note |\n| --- | --- | ---: | ---: | --- |")
     for r in results:
         m = r.metrics
@@ -155,8 +171,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         total = f"{m['total_s']:.2f}" if "total_s" in m else ""
         print(f"| {r.trial} | {r.status} | {fps} | {total} | {note[:80]} |")
     print(f"\nresults: {out_dir / 'results.csv'}")
-    failed = [r for r in results if r.status == "failed"]
-    return 1 if failed and len(failed) == len(results) else 0
+    problems = []
+    failed = [r.trial for r in results if r.status == "failed"]
+    if failed:
+        problems.append(
+            f"{len(failed)} of {len(planned)} trial(s) failed: {', '.join(failed)} (see results.csv)"
+        )
+    missing = [name for name in planned if name not in {r.trial for r in results}]
+    if missing:
+        problems.append(f"{len(missing)} trial(s) have no result: {', '.join(missing)}")
+    if logging_failure:
+        problems.append(logging_failure)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -221,7 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", help="folder for config.json and the default output (default outputs/runs/<time>)"
     )
     run.set_defaults(func=cmd_run)
-    sweep = sub.add_parser("sweep", help="run a grid/list of variant trials from a YAML file")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid/list of variant trials from a YAML file",
+        epilog="Exit status: 0 when every trial is ok (or skipped here, with the reason); 1 when a trial failed "
+        "or logging to MLflow failed (the table and report are written either way); 2 for bad input, found "
+        "before any trial runs (the file, an input, an unreachable MLflow store); 130/143 when interrupted.",
+    )
     sweep.add_argument("file", help="sweep YAML (see experiments/)")
     sweep.add_argument("--out-dir", help="sweep folder (default outputs/<sweep name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the trials and exit")
@@ -242,7 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run trials in this process (debugging) instead of one fresh process each",
     )
     sweep.add_argument(
-        "--no-mlflow", action="store_true", help="do not log to MLflow (results stay in JSON/CSV)"
+        "--no-mlflow",
+        action="store_true",
+        help="do not log to MLflow (results stay in JSON/CSV; log them later with --log-only)",
+    )
+    sweep.add_argument(
+        "--log-only",
+        action="store_true",
+        help="run no trial: write the results table and report from the finished trials' files and log them "
+        "to MLflow (after a sweep run with --no-mlflow, or whose MLflow server was down)",
     )
     sweep.add_argument(
         "--executor",

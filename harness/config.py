@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,7 +79,11 @@ class RunConfig:
         family="encoder-preset",
     )
     encoder_threads: int = setting(
-        0, "libx264 threads for the output (0 = libx264 picks from the cores)", group="inputs and outputs", minimum=0
+        0,
+        "libx264 threads for the output (0 = libx264 picks from the cores; libx264 uses at most 128)",
+        group="inputs and outputs",
+        minimum=0,
+        maximum=128,
     )
     max_seconds: float = setting(
         0.0,
@@ -91,6 +96,13 @@ class RunConfig:
         "frames without a face: stop with an error naming the first one, or copy them through unchanged",
         group="inputs and outputs",
         choices=("error", "pass"),
+    )
+    truncated_video: str = setting(
+        "error",
+        "a video holding fewer frames than its container declares (cut short or damaged): stop before anything "
+        "loads, or run on the frames there are and record the warning in the result",
+        group="inputs and outputs",
+        choices=("error", "warn"),
     )
     weights: str = setting(
         "auto",
@@ -133,7 +145,12 @@ class RunConfig:
         group="models",
     )
     steps: int = setting(
-        20, "denoising steps per segment (reference: 20)", group="sampling", minimum=1, family="steps"
+        20,
+        "denoising steps per segment (reference: 20; at most the schedule's 1000 training steps)",
+        group="sampling",
+        minimum=1,
+        maximum=1000,
+        family="steps",
     )
     guidance: float = setting(
         1.5,
@@ -149,9 +166,19 @@ class RunConfig:
         choices=("ddim", "dpm++"),
         family="scheduler",
     )
-    seed: int = setting(1247, "random seed (the shared noise frame and the VAE sampling)", group="sampling")
+    seed: int = setting(
+        1247,
+        "random seed (the shared noise frame and the VAE sampling); torch's range, negatives wrap around",
+        group="sampling",
+        minimum=-(2**63),
+        maximum=2**64 - 1,
+    )
     segment_frames: int = setting(
-        16, "frames per segment (the U-Net's temporal window)", group="sampling", minimum=1
+        16,
+        "frames per segment (the U-Net's temporal window; its motion modules encode at most 24)",
+        group="sampling",
+        minimum=1,
+        maximum=24,
     )
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", group="device")
     dtype: str = setting(
@@ -173,6 +200,7 @@ class RunConfig:
         "threads for detection, alignment and restore (0 = serial)",
         group="device",
         minimum=0,
+        maximum=256,
         family="threading",
     )
     detect_processes: int = setting(
@@ -181,6 +209,7 @@ class RunConfig:
         "per process, so processes, not threads, scale it",
         group="device",
         minimum=0,
+        maximum=256,
         family="detect-processes",
     )
     execution: str = setting(
@@ -212,6 +241,13 @@ class RunConfig:
         group="model transforms",
         choices=("auto", "flash", "efficient", "cudnn", "math"),
         family="attention",
+    )
+    fuse_qkv: str = setting(
+        "off",
+        "fuse each U-Net attention layer's query/key/value projections into one matmul (the same dot products)",
+        group="model transforms",
+        choices=("off", "on"),
+        family="fuse-qkv",
     )
     channels_last: str = setting(
         "off",
@@ -315,16 +351,21 @@ def generic_allowed(name: str) -> str:
     if decl.choices:
         return "one of " + ", ".join(map(str, decl.choices))
     kind = {int: "an integer", float: "a number", str: "any text"}[field_type(name)]
+    low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in (decl.minimum, decl.maximum))
     if decl.minimum is not None and decl.maximum is not None:
-        return f"{kind} from {decl.minimum:g} to {decl.maximum:g}"
+        return f"{kind} from {low} to {high}"
     if decl.minimum is not None:
-        return f"{kind} >= {decl.minimum:g}"
+        return f"{kind} >= {low}"
     return kind
 
 
 def _check(name: str, value: Any, decl: Setting) -> None:
     if decl.choices and value not in decl.choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, decl.choices))}; got {value!r}")
+    # NaN passes every comparison below (nan < 1.0 is False) and inf is no setting's meaning: refused here,
+    # where every layer (YAML, --set, the command line, a variant) is checked before anything loads
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number ({generic_allowed(name)}), got {value!r}")
     too_low = decl.minimum is not None and value < decl.minimum
     too_high = decl.maximum is not None and value > decl.maximum
     if too_low or too_high:

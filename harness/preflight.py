@@ -1,11 +1,13 @@
 """Checks made before anything loads, so a run that cannot succeed fails in a second with a message naming the
 file or option at fault, not after minutes of model loading: the device name, both inputs readable and holding
-the stream each must give, and an output path that is writable, in a container the writer knows, and is not
-one of the run's own inputs (whatever the spelling: relative, absolute, through a symlink or a hard link)."""
+the stream each must give (every frame the video declares, finite audio samples), and an output path that is
+writable, in a container the writer knows, and is not one of the run's own inputs (whatever the spelling:
+relative, absolute, through a symlink or a hard link)."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -14,14 +16,16 @@ from harness.config import RunConfig
 
 # Containers that take H.264 video with AAC audio, as the writer muxes them.
 OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+log = logging.getLogger(__name__)
 
 
 class PreflightError(ValueError):
     """A run that cannot succeed, found before anything loads."""
 
 
-def check_run(config: RunConfig, output: Path) -> None:
-    """Every check below for one run; raises PreflightError naming what is wrong."""
+def check_run(config: RunConfig, output: Path) -> list[str]:
+    """Every check below for one run; raises PreflightError naming what is wrong. Returns the warnings the run
+    goes on with (a truncated video under `truncated_video: warn`), also logged."""
     from harness.pipeline.lipsync import resolve_device
 
     try:
@@ -32,7 +36,22 @@ def check_run(config: RunConfig, output: Path) -> None:
         raise PreflightError(f"{config.video}: holds no video stream (the video input needs one)")
     if not _streams(*_stamp(config.audio))[1]:
         raise PreflightError(f"{config.audio}: holds no audio stream (the audio input needs one)")
+    _audio_samples_finite(*_stamp(config.audio))
+    warnings = []
+    declared, present = _frame_counts(*_stamp(config.video))
+    if present < declared:
+        problem = (
+            f"{config.video}: holds {present} of the {declared} frames its container declares (the file is cut "
+            "short or damaged)"
+        )
+        if config.truncated_video == "error":
+            raise PreflightError(
+                f"{problem}; use a complete file, or truncated_video: warn to run on what is there"
+            )
+        log.warning("%s; running on the frames there are (truncated_video: warn)", problem)
+        warnings.append(problem)
     check_output(output, [config.video, config.audio])
+    return warnings
 
 
 def _stamp(path: str) -> tuple[str, int, int]:
@@ -51,6 +70,22 @@ def _streams(path: str, _size: int, _mtime_ns: int) -> tuple[bool, bool]:
 
     info = probe(path)
     return info.has_video, info.has_audio
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_counts(path: str, _size: int, _mtime_ns: int) -> tuple[int, int]:
+    from harness.pipeline.media import video_frame_counts
+
+    return video_frame_counts(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _audio_samples_finite(path: str, _size: int, _mtime_ns: int) -> None:
+    """Decodes the audio once per file version (a few milliseconds a second of audio); read_audio raises
+    MediaError naming the first NaN or infinite sample."""
+    from harness.pipeline.media import read_audio
+
+    read_audio(path)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

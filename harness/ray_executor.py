@@ -12,7 +12,8 @@ Why it is built this way:
   stays safe, and a tracking server needs to be reachable from this machine only.
 - Inputs, and the baseline's output for the scores against it, are used in place where the node sees the same
   file (same path, size and mtime: one machine, a shared filesystem), else copied once per node from the object
-  store. A trial that ran on a copy is recorded with this machine's paths and key, so resuming skips it.
+  store; the baseline's recording of its generated region (metrics.generated_region) travels with its output.
+  A trial that ran on a copy is recorded with this machine's paths and key, so resuming skips it.
 - A task that fails, or whose worker or node is lost, gives a failed trial and the sweep goes on (no retries:
   re-running the sweep re-runs failed trials and skips finished ones, as always).
 - Timed repeats are not interleaved: trials run side by side, each on its own GPU, so a speed ratio compares two
@@ -83,7 +84,29 @@ def _local_copy(ray: Any, shipped: _Shipped) -> Path:
     return copy
 
 
-def _run_task(trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shipped | None) -> bytes:
+def _pack(folder: str | Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def _recording_beside(ray: Any, reference: Path, recording: list | None) -> None:
+    """The baseline's recording next to the node's copy of its output (in place already where it is the file)."""
+    from metrics.generated_region import generated_dir
+
+    folder = generated_dir(reference)
+    if recording is None or folder.is_dir():
+        return
+    partial = folder.with_name(f".{folder.name}.{os.getpid()}")
+    with tarfile.open(fileobj=io.BytesIO(ray.get(recording[0]))) as tar:
+        tar.extractall(partial, filter="data")
+    os.replace(partial, folder)
+
+
+def _run_task(
+    trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shipped | None, recording: list | None
+) -> bytes:
     """On a Ray worker: the trial in a fresh process in a scratch folder; returns the folder, packed."""
     import ray
 
@@ -92,12 +115,11 @@ def _run_task(trial_data: dict, video: _Shipped, audio: _Shipped, baseline: _Shi
     trial = Trial.from_dict(trial_data)
     trial.video, trial.audio = str(_local_copy(ray, video)), str(_local_copy(ray, audio))
     reference = _local_copy(ray, baseline) if baseline is not None else None
+    if reference is not None:
+        _recording_beside(ray, reference, recording)
     with tempfile.TemporaryDirectory(prefix="harness-trial-") as scratch:
         run_in_subprocess(trial, Path(scratch), baseline_output=reference)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(scratch, arcname=".")
-        return buffer.getvalue()
+        return _pack(scratch)
 
 
 def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
@@ -159,6 +181,7 @@ def _run_phase(ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]) -> list[
     task = ray.remote(max_retries=0)(_run_task)
     free = gpu_slots(ray.nodes())
     slots = list(free)
+    recordings: dict[str, list | None] = {}  # each baseline's recording of its generated region, shipped once
     waiting, pending, results = list(jobs), {}, []
     while waiting or pending:
         for job in list(waiting):
@@ -171,7 +194,8 @@ def _run_phase(ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]) -> list[
                 continue  # every GPU is busy: it waits for one
             else:
                 slot = free.pop(0) if on_gpu else None
-                pending[_submit(ray, task, job, shipped, _options(slot))] = (trial, folder, slot)
+                task_ref = _submit(ray, task, job, shipped, recordings, _options(slot))
+                pending[task_ref] = (trial, folder, slot)
             waiting.remove(job)
         if pending:
             ref, result = finish_next(ray, pending)
@@ -182,14 +206,27 @@ def _run_phase(ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]) -> list[
     return results
 
 
-def _submit(ray: Any, task: Any, job: Job, shipped: dict[str, _Shipped], options: dict[str, Any]) -> Any:
+def _submit(
+    ray: Any,
+    task: Any,
+    job: Job,
+    shipped: dict[str, _Shipped],
+    recordings: dict[str, list | None],
+    options: dict[str, Any],
+) -> Any:
+    from metrics.generated_region import generated_dir
+
     trial, _, reference = job
     for path in (trial.video, trial.audio, reference):
         if path is not None and str(path) not in shipped and Path(path).is_file():
             shipped[str(path)] = _ship(ray, path)
     baseline = shipped.get(str(reference)) if reference is not None else None
+    if reference is not None and str(reference) not in recordings:
+        recording = generated_dir(Path(reference))
+        recordings[str(reference)] = [ray.put(_pack(recording))] if recording.is_dir() else None
+    recording_ref = recordings.get(str(reference)) if reference is not None else None
     return task.options(**options).remote(
-        trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline
+        trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline, recording_ref
     )
 
 
@@ -217,7 +254,7 @@ def _failed(trial: Trial, folder: Path, error: str, details: str = "") -> TrialR
 
 def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]:
     """Run the jobs as Ray tasks: on the cluster at `address`, the one already joined, or a new local one.
-    Baselines go first when other trials are scored against their output; otherwise all go at once."""
+    Baselines go first when other trials are compared with them (fidelity, scores); otherwise all go at once."""
     if not jobs:
         return []
     ray = import_ray()
@@ -227,7 +264,7 @@ def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]
         ray.init(address=address, **({} if address else {"include_dashboard": False}))
     log.info("Ray cluster: %s", ray.cluster_resources())
     try:
-        needs_baseline = any(ref is not None and t.score and not t.is_baseline for t, _, ref in jobs)
+        needs_baseline = any(ref is not None and t.compare for t, _, ref in jobs)
         phases = (
             [[j for j in jobs if j[0].is_baseline], [j for j in jobs if not j[0].is_baseline]]
             if needs_baseline

@@ -70,8 +70,10 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write() names no file: name the target
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     return path
 
@@ -85,6 +87,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+    return replace_atomically(Path(path), write)
+
+
+def write_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
+    """np.save through replace_atomically (a full disk leaves no empty or partial .npy at `path`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+            np.save(f, array)
 
     return replace_atomically(Path(path), write)
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from harness.config import RunConfig
-from harness.results import TrialResult
+from harness.fidelity import TrialFidelity
+from harness.results import TrialResult, replace_atomically
 from harness.trial import Trial
 from reports.plots import draw_if_available, stage_times_plot
 
@@ -78,7 +79,7 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
     try:
         config = trial.resolve()
         output = output_path(config, folder)
-        check_run(config, output)
+        warnings = check_run(config, output)
         config.write(folder / "config.json")
         env = collect_env(config.device)
         env.update({"detector_root": config.detector_root, "taesd_weights": config.taesd_weights})
@@ -88,20 +89,25 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
             for key, value in variant.describe().items()
         }
         result.tags = {f"env.{k}": str(v) for k, v in env.items() if not isinstance(v, dict)}
-        lossless = trial.lossless
-        result.tags["lossless"] = str(lossless).lower()
+        if warnings:  # the run goes on, but its figures come from flawed inputs: say so beside them
+            result.tags["input_warnings"] = "; ".join(warnings)
+        fidelity = TrialFidelity(trial, output, baseline_output)
+        result.tags["tier"] = fidelity.tier
         for variant in active_variants(config):
             reason = variant.is_available(env)
             if reason:
                 result.status, result.reason = "skipped", f"{variant.family}={variant.value}: {reason}"
                 return result
         result.metrics, result.artifacts, weights_kind, result.transforms = _measure(
-            trial, config, folder, output
+            trial, config, folder, output, fidelity
         )
         result.tags["weights.source"] = weights_kind
         result.tags["weights.synthetic"] = str(weights_kind != "checkpoint").lower()
         if trial.score:
-            result.metrics.update(_score(trial, config, lossless, folder, output, baseline_output, result))
+            result.metrics.update(_score(trial, config, folder, output, baseline_output, result))
+        depths, gate = fidelity.judge()
+        result.metrics.update(depths)
+        result.tags.update(gate)
         if not trial.keep_video and not trial.is_baseline:
             # A baseline's video stays until the sweep has compared every trial with it.
             output.unlink(missing_ok=True)
@@ -117,13 +123,14 @@ def _run_trial(trial: Trial, folder: Path, baseline_output: Path | None) -> Tria
 
 
 def _measure(
-    trial: Trial, config: Any, folder: Path, output: Path
+    trial: Trial, config: Any, folder: Path, output: Path, fidelity: TrialFidelity
 ) -> tuple[dict[str, float], list[str], str, list[str]]:
-    """Load (transforms included), then the cold run, warm-ups, timed repeats and the separate profiled passes.
+    """Load (transforms included), then the cold run (which also records or compares what it generates, for
+    the fidelity gate), warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
     from harness.interleave import claim_floor, turns
     from harness.pipeline.lipsync import LipsyncPipeline
-    from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic
+    from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker, process_footprint
     from harness.trackers.profile import CProfileTracker
@@ -134,12 +141,12 @@ def _measure(
     metrics: dict[str, float] = {"load_s": time.perf_counter() - load_started}
     claim_floor(folder)  # in an interleaved sweep, what follows runs alone (harness.interleave)
 
-    def timed_run() -> tuple[dict[str, float], Any]:
+    def timed_run(observe: Any = None) -> tuple[dict[str, float], Any]:
         memory = MemoryTracker(pipeline.device)
         timer = StageTimer(pipeline.device, memory=memory)
         began = time.perf_counter()
         with memory, MachineLoad(pipeline.device) as load:
-            run = pipeline.run(config.video, config.audio, output, timer=timer)
+            run = pipeline.run(config.video, config.audio, output, timer=timer, observe=observe)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
         stages["gpu_busy_pct"] = gpu_busy_pct(stages)
@@ -150,9 +157,11 @@ def _measure(
     runs = []
     compiled = config.compile != "off"
     cache_before = _compile_cache_counts() if compiled else {}
-    cold, run = timed_run()
+    fidelity.start(pipeline)
+    cold, run = timed_run(observe=fidelity.observe)
     if compiled:
         metrics.update({k: v - cache_before[k] for k, v in _compile_cache_counts().items()})
+    metrics.update(fidelity.after_cold_run(pipeline))
     for _ in range(trial.warmup):
         timed_run()
     rounds = []
@@ -176,7 +185,7 @@ def _measure(
         rtf=run.duration_s / total,
         no_face_frames=len(run.no_face_frames),
     )
-    np.save(folder / "matrices.npy", run.matrices)
+    write_npy_atomic(folder / "matrices.npy", run.matrices)
     artifacts = ["config.json", "matrices.npy", OUTPUT_FILE, "stage_times.md", TIMED_RUNS_FILE]
     _write_stage_table(metrics, folder / "stage_times.md")
     if draw_if_available(lambda: stage_times_plot(metrics, STAGES, folder / "stage_times.png")):
@@ -214,15 +223,14 @@ def _compile_cache_counts() -> dict[str, float]:
 def _score(
     trial: Trial,
     config: RunConfig,
-    lossless: bool,
     folder: Path,
     output: Path,
     baseline_output: Path | None,
     result: TrialResult,
 ) -> dict[str, float]:
-    """Scores run after the timed section; their own time is logged apart as score_s. The fidelity gate's
-    verdict goes to the `fidelity_gate` tag: passed, failed, not checked (with why) or not applicable."""
-    from metrics.fidelity import fidelity_verdict
+    """Scores run after the timed section; their own time is logged apart as score_s. Whole-frame `psnr_db`
+    and `ssim` are against the baseline's output, for the user who ships the video (the gate reads the
+    generated region: harness.fidelity)."""
     from metrics.score import score_video
 
     reference = None
@@ -239,22 +247,7 @@ def _score(
     result.extra["skipped_scores"] = scored.skipped
     scores = dict(scored.scores)
     scores["score_s"] = scored.score_s
-    if not trial.is_baseline:
-        missing = None if reference is not None else _why_no_reference(baseline_output)
-        verdict = fidelity_verdict(lossless, scores.get("psnr_db"), missing_reference=missing)
-        result.tags["fidelity_gate"] = verdict.state
-        result.tags["fidelity_gate_reason"] = verdict.reason
-        if verdict.checked:
-            scores["fidelity_gate_failed"] = float(verdict.state == "failed")
     return scores
-
-
-def _why_no_reference(baseline_output: Path | None) -> str:
-    if baseline_output is None:
-        return (
-            "the baseline trial has no output to compare with (it failed, was skipped or is not in this run)"
-        )
-    return f"the baseline's output {baseline_output} no longer exists"
 
 
 def _write_stage_table(metrics: dict[str, float], path: Path) -> None:
@@ -264,4 +257,5 @@ def _write_stage_table(metrics: dict[str, float], path: Path) -> None:
             rows.append(
                 f"| {stage} | {metrics[f'{stage}_s']:.3f} | {metrics.get(f'cold_{stage}_s', float('nan')):.3f} |"
             )
-    path.write_text("\n".join(rows) + "\n")
+    text = "\n".join(rows) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))

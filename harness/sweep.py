@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from harness.config import ConfigError, resolve
-from harness.results import RESULT_FILE, TrialResult, load_trial
+from harness.results import RESULT_FILE, TRIALS_DIR, TrialResult, load_trial
 from harness.trial import Trial, build_variants, safe_name
 from variants import VARIANTS
 
@@ -49,6 +49,11 @@ TOP_KEYS = (
 # machine (harness.noise needs at least MIN_REPEATS on each side).
 DEFAULT_REPEATS = 5
 DEFAULT_WARMUP = 1
+# A sweep file is a page of settings: larger files, or aliases expanding to more values, are refused unread.
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_COUNT = 10_000  # repeats, warm-ups
+STALE_DIR = "stale"  # in the sweep folder: trial folders set aside (set_aside_stale)
 SCORE_OPTIONS = ("syncnet_weights", "s3fd_weights", "fid_weights", "fvd_weights", "lpips_weights", "detector")
 
 
@@ -70,25 +75,38 @@ class Sweep:
     overlap_startup: bool = True  # a trial process's start-up beside others' untimed work
     overrides: list[str] = field(default_factory=list)  # the --set and --only given: the report's command
     only: list[str] = field(default_factory=list)
+    unselected: list[Trial] = field(default_factory=list)  # the file's trials that --only leaves out
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Line number (1-based) of every mapping key and list item, by its path in the document."""
+def _key_lines(root: yaml.Node, path: Path) -> dict[tuple, int]:
+    """Line number (1-based) of every mapping key and list item, by its path in the document. A key that is
+    not a plain name, or appears twice in one mapping (YAML would keep the last silently), is refused."""
     lines: dict[tuple, int] = {}
 
-    def walk(node: yaml.Node, path: tuple) -> None:
-        lines.setdefault(path, node.start_mark.line + 1)
+    def walk(node: yaml.Node, at: tuple) -> None:
+        lines.setdefault(at, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key, value in node.value:
-                lines[(*path, key.value)] = key.start_mark.line + 1
-                walk(value, (*path, key.value))
+                line = key.start_mark.line + 1
+                if key.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`
+                    walk(value, at)
+                    continue
+                if not isinstance(key, yaml.ScalarNode):
+                    raise SweepError(f"{path}:{line}: a key must be a plain name, not a list or a mapping")
+                if key.value in seen:
+                    raise SweepError(
+                        f"{path}:{line}: key {key.value!r} appears twice in one mapping (first on line "
+                        f"{seen[key.value]}); YAML would keep only the last"
+                    )
+                seen[key.value] = line
+                lines[(*at, key.value)] = line
+                walk(value, (*at, key.value))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                walk(item, (*path, i))
+                walk(item, (*at, i))
 
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
+    walk(root, ())
     return lines
 
 
@@ -118,6 +136,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
     data, lines = _read_yaml(path)
     at = _Locator(path, lines, _apply_overrides(data, overrides or []))
     _check_top_keys(data, at)
+    data = _check_structure(data, at)
     base = data.get("base") or {}
     _check_base(base, at)
     score_options = _check_score_options(data.get("score_options") or {}, at)
@@ -144,6 +163,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
                 score=bool(data.get("score", True)),
                 keep_video=bool(data.get("keep_video", True)),
                 is_baseline=name == baseline,
+                compare=name != baseline,
                 baseline_variants=baseline_variants,
                 score_options=score_options,
             )
@@ -152,10 +172,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
             except ValueError as exc:
                 raise at.fail(f"trial {name!r}: {exc}", *origin) from None
             trials.append(trial)
+    selected = _select(trials, only, path, at)
     return Sweep(
         name=_check_name(str(data.get("name") or path.stem), at),
         path=path,
-        trials=_select(trials, only, path, at),
+        trials=selected,
         baseline=baseline,
         experiment=str(data.get("experiment") or data.get("name") or path.stem),
         description=str(data.get("description") or ""),
@@ -165,6 +186,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
         overlap_startup=bool(data.get("overlap_startup", True)),
         overrides=list(overrides or []),
         only=list(only or []),
+        unselected=[t for t in trials if not any(t is chosen for chosen in selected)],
     )
 
 
@@ -189,17 +211,84 @@ def _check_name(name: str, at: _Locator) -> str:
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
-    if not path.exists():
-        raise SweepError(f"{path}: sweep file not found")
-    text = path.read_text()
+    """The file's mapping and the line of every key. Refused before anything is built from it: a file over
+    MAX_FILE_BYTES, aliases that expand past MAX_NODES values or into themselves, an empty file."""
+    text = _read_text(path)
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text) or {}
-        lines = _key_lines(text)
+        root = loader.get_single_node()
+        if root is not None:
+            _check_expansion(root, path)
+            lines = _key_lines(root, path)
+            data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SweepError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SweepError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SweepError(f"{path}: nested too deeply to be a sweep file") from None
+    finally:
+        loader.dispose()
+    if root is None or data == {}:
+        raise SweepError(
+            f"{path}: the file is empty (or holds only comments); a sweep names its trials or grid "
+            "(see experiments/quickstart.yaml)"
+        )
     if not isinstance(data, dict):
         raise SweepError(f"{path}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
     return data, lines
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise SweepError(f"{path}: sweep file not found")
+    if not path.is_file():
+        raise SweepError(f"{path}: not a file; give a sweep YAML file (see experiments/)")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SweepError(
+            f"{path}: {size} bytes; a sweep file holds at most {MAX_FILE_BYTES} (a page of settings)"
+        )
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise SweepError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Aliases (*name) repeat what their anchor holds: a few nested ones describe billions of values, which
+    every later step would walk ("billion laughs"). Counted on the parsed graph, each node once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise SweepError(
+                f"{path}:{node.start_mark.line + 1}: an alias here refers to a value that holds it"
+            )
+        open_nodes.add(id(node))
+        children = _children(node)
+        total = 1 + sum(size(child) for child in children)
+        if total > MAX_NODES:
+            raise SweepError(
+                f"{path}:{node.start_mark.line + 1}: through its aliases (*name) this value expands to more "
+                f"than {MAX_NODES} values; a sweep file may not"
+            )
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def _check_top_keys(data: dict, at: _Locator) -> None:
@@ -208,6 +297,95 @@ def _check_top_keys(data: dict, at: _Locator) -> None:
             close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(TOP_KEYS)}"
             raise at.fail(f"unknown key {key!r}{hint}", key)
+
+
+# What each top-level key holds; a key set to nothing (`repeats:`) takes its default.
+KINDS = {
+    "name": "text",
+    "description": "text",
+    "base": "mapping",
+    "inputs": "list",
+    "baseline": "text",
+    "trials": "list",
+    "grid": "mapping",
+    "repeats": "count",
+    "warmup": "count",
+    "profile": "flag",
+    "torch_trace": "flag",
+    "score": "flag",
+    "keep_video": "flag",
+    "interleave": "flag",
+    "experiment": "text",
+    "score_options": "mapping",
+}
+_EXPECTED = {
+    "text": "a text",
+    "mapping": "a mapping (key: value)",
+    "list": "a list (- item)",
+    "count": f"a whole number from 0 to {MAX_COUNT}",
+    "flag": "true or false",
+}
+TRIAL_KEYS = ("name", "variants")
+INPUT_KEYS = ("name", "video", "audio")
+
+
+def _kind_error(value: Any, kind: str, at: _Locator, *keys: Any) -> SweepError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    what = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+    return at.fail(f"{what}: expected {_EXPECTED[kind]}, got {type(value).__name__} {shown}", *keys)
+
+
+def _checked(value: Any, kind: str, at: _Locator, *keys: Any) -> Any:
+    """`value` if it is of `kind` (texts come back as str); else a SweepError naming file:line."""
+    fits = {
+        "text": isinstance(value, (str, int, float)) and not isinstance(value, bool),
+        "mapping": isinstance(value, dict),
+        "list": isinstance(value, list),
+        "count": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT,
+        "flag": isinstance(value, bool),
+    }[kind]
+    if not fits:
+        raise _kind_error(value, kind, at, *keys)
+    return str(value) if kind == "text" else value
+
+
+def _check_items(items: list, allowed: tuple[str, ...], at: _Locator, key: str) -> list[dict]:
+    """Each item of `trials` / `inputs`: a mapping of the allowed keys, its names and paths texts."""
+    checked = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            example = "name: NAME, variants: {FAMILY: VALUE}" if key == "trials" else "name, video, audio"
+            got = f"{type(item).__name__} {item!r}"[:80]
+            raise at.fail(f"{key}[{i}]: expected a mapping ({example}), got {got}", key, i)
+        for name in item:
+            if name not in allowed:
+                close = difflib.get_close_matches(str(name), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(allowed)}"
+                raise at.fail(f"{key}[{i}]: unknown key {name!r}{hint}", key, i, name)
+        item = {k: v for k, v in item.items() if v is not None}
+        for name, value in item.items():
+            item[name] = (
+                _checked(value, "mapping", at, key, i, name)
+                if name == "variants"
+                else _checked(value, "text", at, key, i, name)
+            )
+        checked.append(item)
+    return checked
+
+
+def _check_structure(data: dict, at: _Locator) -> dict:
+    """Every top-level value of the kind its key takes, before anything is built from it."""
+    data = {k: v for k, v in data.items() if v is not None}
+    for key, value in data.items():
+        if key in KINDS:
+            data[key] = _checked(value, KINDS[key], at, key)
+    for key, allowed in (("trials", TRIAL_KEYS), ("inputs", INPUT_KEYS)):
+        if key in data:
+            data[key] = _check_items(data[key], allowed, at, key)
+    for axis, values in (data.get("grid") or {}).items():
+        if values == []:
+            raise at.fail(f"grid.{axis}: the axis has no values", "grid", axis)
+    return data
 
 
 def _check_base(base: Any, at: _Locator) -> None:
@@ -360,12 +538,85 @@ def run_sweep(sweep: Sweep, out_dir: Path, **options: Any) -> list[TrialResult]:
     from harness.launcher import stop_all
 
     with FolderLock(out_dir, what=f"sweep {sweep.name}"), signals_interrupt():
+        if options.get("log_mlflow", True):
+            from harness.tracking import check_reachable
+
+            check_reachable(options.get("tracking_uri"))
         check_trials(sweep, out_dir)
+        set_aside_stale(sweep, out_dir)
         try:
             return _run_sweep(sweep, out_dir, **options)
         except KeyboardInterrupt as exc:
             stop_all(f"the sweep was interrupted ({exc or 'Ctrl-C'})")
             raise
+
+
+class LoggingFailed(RuntimeError):
+    """The trials ran and their files, the results table and the report are written, but logging to MLflow
+    failed; `results` are the trials' results."""
+
+    def __init__(self, message: str, results: list[TrialResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def set_aside_stale(sweep: Sweep, out_dir: Path) -> None:
+    """One trial name, one row: `trials/` keeps only the folders of the file's trials as they are now (a folder
+    is named for its trial and key, and the key hashes its settings and its inputs' content). Any other folder
+    (an edited trial's earlier result, a trial gone from the file) moves to `stale/` with a warning, so the
+    results table, MLflow and the report never read it; one set aside earlier that is current again comes back
+    instead of running again."""
+    from harness.folder_lock import FolderLock
+    from harness.launcher import TRIAL_LOCK_WAIT_S
+    from harness.runner import resolve_inputs
+
+    trials_dir, stale_dir = out_dir / TRIALS_DIR, out_dir / STALE_DIR
+    current = {resolve_inputs(t).folder_name() for t in [*sweep.trials, *sweep.unselected]}
+    for name in sorted(current):
+        if (stale_dir / name).is_dir() and not (trials_dir / name).exists():
+            trials_dir.mkdir(parents=True, exist_ok=True)
+            (stale_dir / name).rename(trials_dir / name)
+            log.info("%s: current again (same settings and inputs); taken back from %s", name, stale_dir)
+    if not trials_dir.is_dir():
+        return
+    for folder in sorted(p for p in trials_dir.iterdir() if p.is_dir() and p.name not in current):
+        # a trial process of a killed sweep may still be ending in it: its lock says when it is done
+        with FolderLock(folder, what="setting a stale trial folder aside", wait_s=TRIAL_LOCK_WAIT_S):
+            stale_dir.mkdir(exist_ok=True)
+            target = stale_dir / folder.name
+            copies = 1
+            while target.exists():
+                target, copies = stale_dir / f"{folder.name}.{copies}", copies + 1
+            folder.rename(target)
+        log.warning(
+            "%s is not a trial of %s as it is now (its settings or inputs changed, or it left the file): set "
+            "aside in %s; the results table, MLflow and the report leave it out",
+            folder.name,
+            sweep.path,
+            target,
+        )
+
+
+def log_only(sweep: Sweep, out_dir: Path, tracking_uri: str | None = None) -> list[TrialResult]:
+    """Run no trial: the finished trials' files become the results table, the report and MLflow runs (for a
+    sweep run with --no-mlflow, or whose logging failed). Returns the results found."""
+    from harness.folder_lock import FolderLock
+    from harness.results import ResultsError, trial_folders
+    from harness.tracking import check_reachable
+
+    if not (out_dir / TRIALS_DIR).is_dir():
+        raise SweepError(f"{out_dir}: no {TRIALS_DIR}/ folder: no trial of {sweep.path} has run there to log")
+    with FolderLock(out_dir, what=f"sweep {sweep.name} (logging)"):
+        check_reachable(tracking_uri)
+        set_aside_stale(sweep, out_dir)
+        results = []
+        for folder in trial_folders(out_dir):
+            try:
+                results.append(load_trial(folder).result)
+            except ResultsError as exc:  # the table shows it as failed, MLflow leaves it out
+                log.warning("%s", exc)
+        write_summaries(sweep, out_dir, tracking_uri, True, results)
+    return results
 
 
 def check_trials(sweep: Sweep, out_dir: Path) -> None:
@@ -401,6 +652,7 @@ def _run_sweep(
     from harness.launcher import run_in_subprocess
     from harness.results import write_json_atomic
     from harness.runner import output_path, resolve_inputs, run_trial
+    from metrics.generated_region import remove_recording
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -412,6 +664,9 @@ def _run_sweep(
             "experiment": sweep.experiment,
             "executor": "inline" if inline else executor,
             "command": sweep_command(sweep, out_dir, inline, executor, ray_address),
+            "trials": [
+                t.name for t in sweep.trials
+            ],  # what this run set out to do: a report tells what is missing
         },
     )
     ordered = sorted(sweep.trials, key=lambda t: not t.is_baseline)
@@ -447,13 +702,17 @@ def _run_sweep(
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)
-    _write_summaries(sweep, out_dir, tracking_uri, log_mlflow)
+            remove_recording(output)
+    write_summaries(sweep, out_dir, tracking_uri, log_mlflow, results)
     return results
 
 
-def _write_summaries(sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_mlflow: bool) -> None:
+def write_summaries(
+    sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_mlflow: bool, results: list[TrialResult]
+) -> None:
     """From the trials' files: speed ratios with intervals (and a warning if the machine was busy), the
-    results table, plots, MLflow and the report."""
+    results table, plots, MLflow and the report. The table and the report are written whatever MLflow does;
+    then LoggingFailed (carrying `results`) if logging to MLflow failed."""
     from harness.noise import warn_if_busy, with_speed_ratios, write_speed_ratios
     from harness.results import collect_results, write_table
     from harness.runner import STAGES
@@ -468,12 +727,23 @@ def _write_summaries(sweep: Sweep, out_dir: Path, tracking_uri: str | None, log_
         lambda: sweep_plots(table, out_dir / SWEEP_PLOTS_DIR, STAGES, baseline=sweep.baseline)
     ):
         log.info("plots in %s", out_dir / SWEEP_PLOTS_DIR)
+    failure = ""
     if log_mlflow:
         from harness.tracking import log_sweep
 
-        log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+        try:
+            log_sweep(out_dir, experiment_name=sweep.experiment, tracking_uri=tracking_uri)
+        except Exception as exc:  # the files hold every result: they are logged later (--log-only)
+            log.debug("logging to MLflow failed", exc_info=True)
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            failure = (
+                f"logging to MLflow failed ({reason}); the results are in {out_dir}: log them later with "
+                f"`harness sweep {sweep.path} --log-only`"
+            )
     if draw_if_available(lambda: write_report(out_dir)):
         log.info("report: %s", out_dir / "report" / "report.md")
+    if failure:
+        raise LoggingFailed(failure, results)
 
 
 def _run_in_rounds(

@@ -15,9 +15,13 @@ its speed ratio to the baseline (metrics `speedup_x`, `_low`, `_high`; tags `spe
 from speed_ratios.json) and is tagged `harness.trial_id` (its folder name,
 `<trial>-<trial hash>`, unique in the sweep), `harness.trial_key` (the hash) and `harness.result_digest`
 (a hash of its result.json). Logging the same sweep again reuses the parent, skips children whose
-result.json is unchanged and replaces (deletes, then logs anew) those that changed, e.g. a failed trial
-that was re-run. `<sweep>/mlflow_runs.json` records each trial's run id for the report's links. Only the sweep
+result.json is unchanged, replaces (deletes, then logs anew) those that changed, e.g. a failed trial
+that was re-run, and deletes those whose folder the sweep set aside as stale. `<sweep>/mlflow_runs.json` records each trial's run id for the report's links. Only the sweep
 process writes here; trial processes write JSON files only.
+
+A sweep checks the store before its first trial (`check_reachable`: a server gets one request with a 5 s
+timeout, no retries) and logs with bounded retries (`HTTP_LIMITS`, where the environment sets none), so a dead
+server costs seconds, not MLflow's default of minutes per request.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import logging
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,7 @@ from harness.results import (
     RESULT_FILE,
     STATUSES,
     SWEEP_FILE,
+    TRIALS_DIR,
     ResultsError,
     TrialRecord,
     load_trial,
@@ -72,6 +79,19 @@ SPEED_TAGS = (
     "machine_busy_reason",
 )
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+# MLflow's own defaults retry a dead server 7 times with doubling waits, each request up to 120 s: minutes.
+# Ours, where the environment sets none: at most 3 tries of 15 s of silence each (a long upload that keeps
+# moving is not cut).
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+REACH_TIMEOUT_S = 5
+
+
+class TrackingUnreachable(ValueError):
+    """The MLflow store cannot be reached (or written); nothing was logged."""
 
 
 def resolve_tracking(
@@ -89,6 +109,67 @@ def resolve_tracking(
         db = Path(uri.removeprefix("sqlite:///")).resolve()
         return uri, (db.parent / ARTIFACTS_DIR).as_uri()
     return uri, None
+
+
+def bounded_http() -> Any:
+    """A block in which MLflow requests give up after HTTP_LIMITS (unless the environment sets its own)."""
+    return _http_limits(HTTP_LIMITS)
+
+
+@contextmanager
+def _http_limits(limits: Mapping[str, str], override: bool = False) -> Iterator[None]:
+    """MLflow reads these variables at each request; set for the block (over the user's only if `override`)."""
+    saved = {name: os.environ.get(name) for name in limits}
+    for name, value in limits.items():
+        if override or saved[name] is None:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_reachable(tracking_uri: str | None = None, workdir: str | Path | None = None) -> str:
+    """Before a sweep's first trial: the store's URI if it can be logged to; else TrackingUnreachable saying
+    why and what to do. A server gets one request (REACH_TIMEOUT_S, no retries); for the SQLite store, its
+    folder must take files (the database itself is created under the store's lock when logging)."""
+    uri, _ = resolve_tracking(tracking_uri, workdir)
+    later = (
+        "or run with --no-mlflow now and log the finished trials later with `harness sweep FILE --log-only`"
+    )
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise TrackingUnreachable(
+                f"MLflow store {uri}: cannot write in {folder} ({exc.strerror}); set MLFLOW_TRACKING_URI "
+                f"to a store this process can write, {later}"
+            ) from None
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    limits = {
+        **HTTP_LIMITS,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REACH_TIMEOUT_S),
+    }
+    try:
+        with _http_limits(limits, override=True):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # any failure here means the trials' results could not be logged
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingUnreachable(
+            f"MLflow tracking store {uri} cannot be reached ({reason}); start it or set MLFLOW_TRACKING_URI to "
+            f"one that answers, {later}"
+        ) from None
+    return uri
 
 
 def sanitize_key(key: str) -> str:
@@ -286,7 +367,7 @@ def log_sweep(
     """
     sweep_dir = Path(sweep_dir).resolve()
     uri, artifact_location = resolve_tracking(tracking_uri, workdir)
-    with _store_lock(uri):
+    with _store_lock(uri), bounded_http():
         return _log_sweep(sweep_dir, experiment_name, uri, artifact_location)
 
 
@@ -368,6 +449,14 @@ def _log_sweep(sweep_dir: Path, experiment_name: str, uri: str, artifact_locatio
             client, experiment_id, parent_id, sweep_name, record, digest, entry
         )
         logged += 1
+    for trial_id, run in children.items():
+        if trial_id and not (sweep_dir / TRIALS_DIR / trial_id).exists():  # set aside as stale by the sweep
+            client.delete_run(run.info.run_id)
+            log.info(
+                "MLflow: deleted run %s of %s, whose folder is no longer the sweep's",
+                run.info.run_id,
+                trial_id,
+            )
     write_json_atomic(
         sweep_dir / RUNS_FILE,
         {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id, "runs": run_ids},

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, resolve, settings
+from metrics.fidelity import EXACT, LOSSY, loosest
 from variants import VARIANTS
 from variants.base import Variant
 
@@ -28,6 +31,7 @@ class Trial:
     score: bool = True
     keep_video: bool = True
     is_baseline: bool = False
+    compare: bool = False  # a sweep's other trial: compared with its input's baseline (harness.fidelity)
     baseline_variants: dict[str, Any] = field(default_factory=dict)  # what the fidelity reference ran with
     score_options: dict[str, Any] = field(default_factory=dict)  # weight paths for metrics.score.score_video
 
@@ -56,10 +60,10 @@ class Trial:
         return self.resolve().changes_from(self.reference_config())
 
     @property
-    def lossless(self) -> bool:
-        """Every setting that differs from the reference run's changes the output only within float tolerance
-        (so the fidelity gate applies). A trial that changes nothing is lossless too: it must reproduce it."""
-        return all(lossless_change(name, old, new) for name, (old, new) in self.changes().items())
+    def tier(self) -> str:
+        """The fidelity tier of this trial against its reference run (metrics.fidelity): the loosest of the tiers
+        of the settings that differ. A trial that changes nothing is `exact`: it must reproduce the reference."""
+        return loosest(change_tier(name, old, new) for name, (old, new) in self.changes().items())
 
     def key(self) -> str:
         """Hash of everything that decides the result: finished trials with this key are skipped on re-run."""
@@ -103,17 +107,34 @@ def configure(config: RunConfig, variants: list[Variant]) -> RunConfig:
     return config
 
 
-def lossless_change(name: str, old: Any, new: Any) -> bool:
-    """Whether moving setting `name` from `old` to `new` keeps the output (as its owning family declares);
-    settings no family owns (inputs, seed, crf, ...) keep it only when unchanged."""
+def change_tier(name: str, old: Any, new: Any) -> str:
+    """The fidelity tier of moving setting `name` from `old` to `new`, as its owning family declares; a setting
+    no family owns (inputs, seed, crf, ...) is exact only when unchanged."""
     family = settings()[name].family
     if not family:
-        return old == new
-    return VARIANTS.get(family).lossless_change(old, new)
+        return EXACT if old == new else LOSSY
+    return VARIANTS.get(family).change_tier(old, new)
 
 
 def _file_stamp(path: str) -> str:
+    """An input's identity for reuse: its content's hash (a file of the same size with its time reset is
+    another input), hashed once per file version in a process."""
     if not path:
         return ""
-    p = Path(path)
-    return f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" if p.exists() else str(p)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return str(path)  # a missing input fails its checks before anything runs
+    # the change time is set by the kernel on every write (a reset mtime cannot hide one)
+    return _content_hash(
+        str(Path(path).resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(path: str, _size: int, _mtime_ns: int, _ctime_ns: int, _inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()

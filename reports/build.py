@@ -64,12 +64,14 @@ def _profile(data: SweepData, baseline: str) -> str:
 
 
 def _strip_trials(data: SweepData, baseline: str) -> list[str]:
-    """The trials on the speed/PSNR Pareto front (else the fastest), fastest first, at most STRIP_TRIALS."""
+    """The trials on the front of speed against the generated mouth's PSNR (else the whole frame's; else the
+    fastest), fastest first, at most STRIP_TRIALS."""
     ok = data.ok[data.ok["trial"] != baseline]
     if ok.empty:
         return []
-    if "psnr_db" in ok and ok["psnr_db"].notna().any():
-        ok = ok[pareto_front(list(ok["fps"]), list(ok["psnr_db"]))]
+    quality = next((c for c in ("face_psnr_db", "psnr_db") if c in ok and ok[c].notna().any()), None)
+    if quality:
+        ok = ok[pareto_front(list(ok["fps"]), list(ok[quality]))]
     return list(ok.sort_values("fps", ascending=False)["trial"][:STRIP_TRIALS])
 
 

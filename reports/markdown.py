@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from harness.noise import MIN_REPEATS, UNDECIDED
+from metrics.fidelity import FAILED, FLOAT_MARGIN_DB
+from metrics.float_noise import METHOD
 from reports.sweep_data import SweepData
 from reports.tables import quality_markdown, speed_markdown
 
@@ -39,6 +41,12 @@ class ReportParts:
 def _banners(data: SweepData) -> list[str]:
     ok = data.ok
     out = []
+    if data.pending:
+        out.append(
+            f"> **Partial report.** {len(data.pending)} trial(s) have no result yet (the sweep is running, or "
+            f"stopped before them): {', '.join(f'`{t}`' for t in data.pending)}. Run `harness report` again "
+            "when it has finished."
+        )
     synthetic = ok.get("weights.synthetic", pd.Series(dtype=object)).astype(str).str.lower().eq("true")
     if synthetic.any():
         sources = ", ".join(sorted(set(ok.loc[synthetic, "weights.source"].astype(str))))
@@ -75,6 +83,45 @@ def _side_by_side(data: SweepData) -> str:
     )
 
 
+def _failed_gates(data: SweepData) -> str:
+    """The banner for trials whose settings' declared tier did not hold: the harness found a bug."""
+    ok = data.ok
+    if "fidelity_gate" not in ok:
+        return ""
+    failed = ok[ok["fidelity_gate"].eq(FAILED)]
+    if failed.empty:
+        return ""
+    lines = "\n".join(f"> - `{r.trial}` ({r.tier} tier): {r.fidelity_gate_reason}" for r in failed.itertuples())
+    return (
+        f"> **Fidelity gate failed for {len(failed)} trial(s).** Their settings are declared to change the output "
+        "at most as their tier allows, and they changed it more: a bug in a variant, or a wrong declaration. "
+        f"Do not trust their speed as a free gain.\n>\n{lines}"
+    )
+
+
+def _quality_note(data: SweepData) -> str:
+    floors = ""
+    ok = data.ok
+    if "latent_floor_db" in ok and ok["latent_floor_db"].notna().any():
+        first = ok[ok["latent_floor_db"].notna()].iloc[0]
+        floors = (
+            f" In this sweep the floors are {first['latent_floor_db']:.1f} dB (latents) and "
+            f"{first['face_floor_db']:.1f} dB (faces)."
+        )
+    return (
+        "Fidelity against the baseline, by the tier the trial's settings declare: **exact** (threads, pipelined "
+        "stages, detection processes) must give bitwise the baseline's latents, generated faces and the frames "
+        "it encodes; **float** (compile, kernels, batching, layout, slicing) must keep the generated region's "
+        "face PSNR and latent SNR at or above the float floor, the float noise the baseline measured by "
+        f"re-running its first segments in another order ({METHOD}), less {FLOAT_MARGIN_DB:.0f} dB; in "
+        f"brackets, how far above (+) or below (-) the floor a float trial is.{floors} **lossy** changes the "
+        "math: no gate, the depths show its cost. Face PSNR/SSIM: the generated mouth region of the aligned "
+        "faces before paste-back (0-255 scale); latent SNR: the denoised latents before the VAE decode; "
+        "`psnr_db`/`ssim`: whole output frames after encoding, with the difference to the baseline's score in "
+        "brackets for the other scores."
+    )
+
+
 def _unfinished(data: SweepData) -> str:
     rest = data.table[data.table["status"] != "ok"]
     lines = []
@@ -102,7 +149,7 @@ def render(data: SweepData, parts: ReportParts) -> str:
     """The whole report.md text."""
     ok = data.ok
     undecided = ok[ok.get("speed_verdict", pd.Series(dtype=object)).isin(UNDECIDED)]
-    sections = [f"# Sweep `{data.name}`", *_banners(data)]
+    sections = [f"# Sweep `{data.name}`", _failed_gates(data), *_banners(data)]
     sections.append(
         f"Read from `{data.folder}` (results.csv, speed_ratios.json, the trials' folders); nothing was re-measured. "
         f"Baseline: `{data.baseline}`. {len(ok)} trial(s) finished of {len(data.table)}."
@@ -125,12 +172,9 @@ def render(data: SweepData, parts: ReportParts) -> str:
     speed_plots = [k for k in ("speed ratio", "frames/s", "stage times", "memory") if k in parts.plots]
     sections += [_image(k, parts.plots[k]) for k in speed_plots]
     quality = quality_markdown(data)
-    sections += ["## Quality", quality or "No scores were measured (`score: false`)."]
+    sections += ["## Quality", quality or "Nothing was compared or scored."]
     if quality:
-        sections.append(
-            "In brackets: the difference to the baseline's score. Fidelity gate: a lossless trial must reproduce "
-            "the baseline within 40 dB PSNR (`not applicable` for lossy trials)."
-        )
+        sections.append(_quality_note(data))
     if "speed vs quality" in parts.plots:
         sections.append(_image("speed vs quality", parts.plots["speed vs quality"]))
     sections += ["## Where the time goes (cProfile, cumulative seconds)", parts.profile]

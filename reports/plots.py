@@ -8,6 +8,7 @@ so plots can be redrawn from a finished sweep folder at any time.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 # Scores drawn against speed, when the sweep has them: (column, axis label, higher is better)
 QUALITY_AXES = (
-    ("psnr_db", "PSNR vs baseline (dB)", True),
+    ("face_psnr_db", "generated mouth PSNR vs baseline (dB; top: identical)", True),
+    ("psnr_db", "whole-frame PSNR vs baseline (dB)", True),
     ("sync_av_corr", "mouth-audio correlation (sync_av_corr)", True),
     ("lse_c", "LSE-C (SyncNet confidence)", True),
     ("lse_d", "LSE-D (SyncNet distance)", False),
@@ -139,7 +141,9 @@ def _stages_plot(names: list[str], ok: pd.DataFrame, stages: list[str], path: Pa
 def _speed_quality_plot(
     names: list[str], ok: pd.DataFrame, axes: list[tuple[str, str, bool]], colours: list[str], path: Path
 ) -> Path:
-    """One panel per score: every trial, the Pareto front joined by a line, labels placed clear of each other."""
+    """One panel per score: every trial, the Pareto front joined by a line, labels placed clear of each other.
+    An infinite score (bitwise identical to the baseline) is drawn 10 above the highest finite one."""
+    ok = ok.assign(**{column: _finite(ok[column]) for column, _, _ in axes})
     size = 6.5 if len(names) >= 10 else 5.0
     figure = new_figure(size * len(axes), size * 0.85)
     panels = []
@@ -165,6 +169,12 @@ def _speed_quality_plot(
             [n for n, s in zip(names, scored, strict=True) if s],
         )
     return save_png(figure, path)
+
+
+def _finite(values: pd.Series) -> pd.Series:
+    finite = values[values.abs() != math.inf]
+    top = (finite.max() if finite.notna().any() else 0.0) + 10.0
+    return values.where(values != math.inf, top)
 
 
 def _ratio_plot(names: list[str], ok: pd.DataFrame, colours: list[str], path: Path) -> Path:

@@ -48,7 +48,7 @@ def test_variants_lists_every_family(capsys):
 def test_sweep_dry_run_lists_trials_without_running(tmp_path, capsys):
     assert main(["sweep", str(QUICKSTART), "--dry-run", "--out-dir", str(tmp_path / "o")]) == 0
     text = capsys.readouterr().out
-    assert "baseline" in text and "threads2" in text and "(lossless)" in text
+    assert "baseline" in text and "threads2" in text and "(exact tier)" in text
     assert not (tmp_path / "o").exists()
 
 

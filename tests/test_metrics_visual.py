@@ -7,7 +7,6 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from harness.pipeline.align import crop_size
-from metrics.fidelity import fidelity_verdict
 from metrics.frechet import GaussianStats, fid, frechet_distance, fvd
 from metrics.lpips import load_lpips, mean_lpips
 from metrics.mouth_region import MouthRegions
@@ -153,18 +152,6 @@ def test_masked_ssim_is_the_mean_of_the_map_over_the_mask(parity, regions):
     assert got["ssim_outside_mouth"] == pytest.approx(expected, abs=1e-9)
     diff = (other.astype(float) - frame.astype(float))[keep]
     assert got["psnr_outside_mouth_db"] == pytest.approx(10 * np.log10(255**2 / (diff**2).mean()))
-
-
-def test_fidelity_gate():
-    verdict = fidelity_verdict(True, 31.5)
-    assert verdict.state == "failed" and "31.50 dB" in verdict.reason and "40.0 dB" in verdict.reason
-    assert fidelity_verdict(True, 45.0).state == "passed"
-    assert fidelity_verdict(True, math.inf).state == "passed"
-    assert fidelity_verdict(False, 12.0).state == "not applicable" and not fidelity_verdict(False, 12.0).checked
-    assert fidelity_verdict(True, 38.0, threshold_db=35.0).state == "passed"
-    # a gate that was not checked is never reported as passed
-    for verdict in (fidelity_verdict(True, None), fidelity_verdict(True, 50.0, missing_reference="deleted")):
-        assert verdict.state == "not checked" and not verdict.checked
 
 
 def test_frechet_distance_of_gaussians():

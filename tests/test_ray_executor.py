@@ -26,7 +26,7 @@ trials:
   - name: no-guidance
     variants: {guidance: 1.0}
 """
-SAME = ["trial", "status", "frames", "lossless", "weights.synthetic"]
+SAME = ["trial", "status", "frames", "tier", "weights.synthetic"]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Speed variants on tiny models, on CPU: a forced attention kernel, channels-last convolutions, optimum-quanto
-quantization and TAESD with seeded random weights."""
+"""Speed variants on tiny models, on CPU: a forced attention kernel, fused attention projections, the compile
+recipe's options, channels-last convolutions, optimum-quanto quantization and TAESD with seeded random weights."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from variants.base import VariantError
 from variants.channels_last import ChannelsLast
 from variants.compile import Compile
 from variants.deepcache import DeepCache, DeepCacheUNet
+from variants.fuse_qkv import FuseQkv
 from variants.pruning import Pruning
 from variants.quantization import Quantization
 from variants.quanto_linears import quantize_linears_quanto
@@ -61,7 +62,7 @@ def test_attention_parses_and_sits_between_deepcache_and_compile():
     assert Attention("MATH").value == "math" and Attention(None).value == "auto"
     with pytest.raises(VariantError, match="cudnn"):
         Attention("fastest")
-    assert Attention.lossless_change("auto", "flash") and Attention.lossless_change("math", "efficient")
+    assert Attention.change_tier("auto", "flash") == Attention.change_tier("math", "efficient") == "float"
     assert DeepCache.order < Attention.order < Compile.order
     assert Attention("auto").transforms() == [] and Attention("auto").is_available(CPU) is None
 
@@ -145,6 +146,71 @@ def test_deepcache_inside_the_attention_wrapper_still_caches(unet):
     torch.testing.assert_close(_run(pipeline.unet, steps[1]), plain[1], rtol=1e-4, atol=1e-5)
 
 
+# -- fused attention projections
+
+
+def _attention_layers(unet: nn.Module) -> list[nn.Module]:
+    from diffusers.models.attention_processor import Attention as DiffusersAttention
+
+    return [m for m in unet.modules() if isinstance(m, DiffusersAttention)]
+
+
+def test_fuse_qkv_replaces_the_projections_by_one_linear_with_the_same_output(unet):
+    assert FuseQkv("true").value == "on" and FuseQkv("off").transforms() == []
+    assert FuseQkv.change_tier("off", "on") == "float"
+    assert Pruning.order < FuseQkv.order < ChannelsLast.order < Quantization.order < Compile.order
+    inputs = _inputs()
+    plain = _run(unet, inputs)
+    layers = _attention_layers(unet)
+    cross = sum(m.is_cross_attention for m in layers)
+    linears = sum(isinstance(m, nn.Linear) for m in unet.modules())
+    assert cross and len(layers) > cross  # the tiny U-Net has both kinds
+    pipeline = stand_in_pipeline(unet)
+    apply_variant(FuseQkv("on"), pipeline)
+    assert pipeline.applied == ["unet:fuse-qkv=on"] and pipeline.unet is unet
+    for m in layers:
+        names = {name for name, _ in m.named_children()}
+        fused = {"to_q", "to_kv"} if m.is_cross_attention else {"to_qkv"}
+        assert fused <= names and not {"to_k", "to_v"} & names and ("to_q" in names) == m.is_cross_attention
+    # three Linears became one in each self-attention, two became one in each cross-attention
+    assert sum(isinstance(m, nn.Linear) for m in unet.modules()) == linears - 2 * (len(layers) - cross) - cross
+    torch.testing.assert_close(_run(unet, inputs), plain, rtol=1e-5, atol=1e-6)
+    with pytest.raises(VariantError, match="no unfused"):  # applying it twice is a mistake, said so
+        apply_variant(FuseQkv("on"), stand_in_pipeline(unet))
+
+
+def test_quantization_after_fuse_qkv_quantizes_the_fused_projection(unet):
+    pytest.importorskip("torchao")
+    from torchao.utils import TorchAOBaseTensor
+
+    config = RunConfig().replace(quantization="torchao-int8wo", fuse_qkv="on")
+    pipeline = stand_in_pipeline(unet, config=config)
+    for transform in transforms_for(config):
+        LipsyncPipeline.apply(pipeline, transform)
+    assert pipeline.applied == ["unet:fuse-qkv=on", "unet:quantization=torchao-int8wo"]
+    assert all(isinstance(m.to_qkv.weight, TorchAOBaseTensor) for m in _attention_layers(unet) if hasattr(m, "to_qkv"))
+
+
+# -- compile recipe
+
+
+@pytest.mark.parametrize("value", ["default+recipe", "max-autotune-no-cudagraphs+recipe"])
+def test_compile_recipe_passes_the_modes_options_and_the_recipes_to_inductor(value):
+    from torch._inductor import list_mode_options
+
+    from variants.compile import INDUCTOR_RECIPE
+
+    kwargs = Compile(value).compile_kwargs()
+    mode = value.removesuffix("+recipe")
+    assert kwargs == {"options": {**list_mode_options(mode), **INDUCTOR_RECIPE}, "dynamic": False}
+    assert kwargs["options"]["conv_1x1_as_mm"] and not kwargs["options"]["epilogue_fusion"]
+    # torch.compile checks every option name against inductor's config when it is called (nothing compiles yet)
+    torch.compile(nn.Linear(2, 2), **kwargs)
+    with pytest.raises(RuntimeError, match="no_such_option"):
+        torch.compile(nn.Linear(2, 2), options={**kwargs["options"], "no_such_option": True})
+    assert Compile.change_tier("default", value) == "float"
+
+
 # -- channels-last
 
 
@@ -201,7 +267,7 @@ def test_channels_last_runs_every_convolution_channels_last_with_the_same_output
 
 def test_channels_last_sits_after_pruning_and_before_quantization():
     assert ChannelsLast("true").value == "on" and ChannelsLast(False).value == "off"
-    assert ChannelsLast("off").transforms() == [] and ChannelsLast.lossless_change("off", "on")
+    assert ChannelsLast("off").transforms() == [] and ChannelsLast.change_tier("off", "on") == "float"
     assert Pruning.order < ChannelsLast.order < Quantization.order < Compile.order
 
 
@@ -234,9 +300,9 @@ def test_vae_slicing_encodes_and_decodes_one_image_at_a_time_with_the_same_outpu
     torch.testing.assert_close(sliced_decoded, plain_decoded, rtol=1e-4, atol=1e-5)
 
 
-def test_vae_slicing_is_lossless_and_sits_before_compile():
+def test_vae_slicing_is_float_tier_and_sits_before_compile():
     assert VaeSlicing("true").value == "on" and VaeSlicing("off").transforms() == []
-    assert VaeSlicing.lossless_change("off", "on")
+    assert VaeSlicing.change_tier("off", "on") == "float"
     assert ChannelsLast.order < VaeSlicing.order < Quantization.order < Compile.order
 
 

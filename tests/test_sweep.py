@@ -33,7 +33,7 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
     assert {t.key() for t in sweep.trials}.__len__() == 6
     trial = next(t for t in sweep.trials if t.name == "steps=3,guidance=1.5")
     assert trial.resolve().steps == 3 and trial.resolve().guidance == 1.5
-    assert next(t for t in sweep.trials if t.name == "threads").lossless
+    assert next(t for t in sweep.trials if t.name == "threads").tier == "exact"
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_grid_and_list_expand_with_a_baseline(tmp_path):
     [
         ("name: t\ngrdi:\n  steps: [2]\n", r"s.yaml:2: unknown key 'grdi'; did you mean 'grid'"),
         ("name: t\ngrid:\n  stesp: [2]\n", r"s.yaml:3: unknown variant family 'stesp'; did you mean 'steps'"),
-        ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be an integer >= 1, got 0"),
+        ("name: t\ngrid:\n  steps: [0]\n", r"s.yaml:2: .*steps: must be an integer from 1 to 1000, got 0"),
         ("name: t\nbase:\n  weights: tiny\n  detector: retinaface\n", r"s.yaml:4: detector must be one of"),
         ("name: t\nbase:\n  resolution: 300\n", r"s.yaml:3: .*resolution must be one of 256, 512"),
         (

@@ -1,6 +1,6 @@
 """The variant contract, as properties over every pair of families and several bases: a variant is a no-op
-exactly when its value is already the base's, a trial is lossless exactly when every setting it changes is
-changed losslessly, and model transforms apply in the families' declared order, whatever order the trial
+exactly when its value is already the base's, a trial's fidelity tier is the loosest tier of the settings it
+changes, and model transforms apply in the families' declared order, whatever order the trial
 lists them in. The expectations here are written out independently of the code under test, then checked
 against what the loaded pipeline actually did."""
 
@@ -36,6 +36,7 @@ SAMPLES: dict[str, list] = {
     "compile": ["default"],
     "batch": [2],
     "attention": ["math"],
+    "fuse-qkv": ["on"],
     "channels-last": ["on"],
     "vae-slicing": ["on"],
     "execution": ["pipelined"],
@@ -58,27 +59,21 @@ FIELD = {
     "compile": "compile",
     "batch": "segments_per_call",
     "attention": "attention",
+    "fuse-qkv": "fuse_qkv",
     "channels-last": "channels_last",
     "vae-slicing": "vae_slicing",
     "execution": "execution",
     "encoder-preset": "encoder_preset",
 }
 FAMILY = {field: family for family, field in FIELD.items()}
-# Settings whose every change keeps the output (threads, batching, overlap, compile, kernels, layout), and DeepCache between the values
-# that run the full U-Net on every call.
-ALWAYS_LOSSLESS = {
-    "workers",
-    "detect_processes",
-    "segments_per_call",
-    "compile",
-    "attention",
-    "channels_last",
-    "vae_slicing",
-    "execution",
-}
+# Each setting's tier when it changes, written out (metrics.fidelity): the same arithmetic on the same data
+# (exact), the same math in another order or kernel (float), and DeepCache between the values that run the full
+# U-Net on every call (float); every other change is lossy.
+EXACT_FIELDS = {"workers", "detect_processes", "execution"}
+FLOAT_FIELDS = {"segments_per_call", "compile", "attention", "fuse_qkv", "channels_last", "vae_slicing"}
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.
-ORDER = ["whisper_dtype", "pruning", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
+ORDER = ["whisper_dtype", "pruning", "fuse_qkv", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
 BASES = [
     {},
     {"steps": 3},
@@ -97,16 +92,18 @@ def test_samples_cover_every_family():
     assert set(SAMPLES) == set(VARIANTS.names()) == set(FIELD)
 
 
-def _expected_lossless(field: str, old: object, new: object) -> bool:
-    if old == new or field in ALWAYS_LOSSLESS:
-        return True
-    return field == "deepcache" and {old, new} <= FULL_UNET_DEEPCACHE
+def _expected_tier(field: str, old: object, new: object) -> str:
+    if old == new or field in EXACT_FIELDS:
+        return "exact"
+    if field in FLOAT_FIELDS or (field == "deepcache" and {old, new} <= FULL_UNET_DEEPCACHE):
+        return "float"
+    return "lossy"
 
 
 @pytest.mark.parametrize(
     "base", BASES, ids=lambda b: ",".join(f"{k}={v}" for k, v in b.items()) or "defaults"
 )
-def test_noop_lossless_and_order_for_every_pair(base):
+def test_noop_tier_and_order_for_every_pair(base):
     base_config = resolve(COMMON, base)
     pairs = [(a, b) for a, b in itertools.combinations(_values(), 2) if a[0] != b[0]]
     for (fa, va), (fb, vb) in pairs:
@@ -118,11 +115,9 @@ def test_noop_lossless_and_order_for_every_pair(base):
             assert config == RunConfig(**{**base_config.to_dict(), **wanted}), variants
             noop = {f for f, v in variants.items() if wanted[FIELD[f]] == getattr(base_config, FIELD[f])}
             assert set(trial.noop_families()) == noop, (base, variants)
-            expected = all(
-                _expected_lossless(field, getattr(base_config, field), value)
-                for field, value in wanted.items()
-            )
-            assert trial.lossless is expected, (base, variants)
+            tiers = {_expected_tier(field, getattr(base_config, field), value) for field, value in wanted.items()}
+            expected = next(t for t in ("lossy", "float", "exact") if t in tiers | {"exact"})
+            assert trial.tier == expected, (base, variants)
             expected_order = [
                 FAMILY[f]
                 for f in ORDER
@@ -138,17 +133,20 @@ def _transforms(field: str, config: RunConfig) -> bool:
 
 
 def test_the_issue_cases():
-    # base steps 3, trial {threading: 2, steps: 20}: 7x the steps, not lossless
+    # base steps 3, trial {threading: 2, steps: 20}: 7x the steps, lossy (the loosest of exact and lossy)
     trial = Trial("t", variants={"threading": 2, "steps": 20}, base={"steps": 3})
-    assert not trial.lossless and trial.changes() == {"steps": (3, 20), "workers": (0, 2)}
-    # precision fp32 on a bf16 base changes the dtype: not a no-op, not lossless
+    assert trial.tier == "lossy" and trial.changes() == {"steps": (3, 20), "workers": (0, 2)}
+    # precision fp32 on a bf16 base changes the dtype: not a no-op, lossy
     trial = Trial("t", variants={"precision": "fp32"}, base={"dtype": "bf16"})
-    assert trial.noop_families() == [] and not trial.lossless
-    # lossless is judged against the baseline trial's settings when it has variants of its own
+    assert trial.noop_families() == [] and trial.tier == "lossy"
+    # the tier is judged against the baseline trial's settings when it has variants of its own
     trial = Trial(
         "t", variants={"precision": "fp16", "threading": 4}, baseline_variants={"precision": "fp16"}
     )
-    assert trial.lossless and trial.changes() == {"workers": (0, 4)}
+    assert trial.tier == "exact" and trial.changes() == {"workers": (0, 4)}
+    # threads and batching together: the loosest of exact and float
+    trial = Trial("t", variants={"threading": 2, "batch": 2})
+    assert trial.tier == "float"
 
 
 MODEL_VALUES = [

@@ -21,28 +21,28 @@ def configured(family, value):
 
 
 @pytest.mark.parametrize(
-    "family, value, field, expected, lossless",
+    "family, value, field, expected, tier",
     [
-        ("threading", 4, "workers", 4, True),
-        ("threading", "serial", "workers", 0, True),
-        ("detector", "buffalo_s", "detector", "buffalo_s", False),
-        ("steps", 10, "steps", 10, False),
-        ("guidance", 1.0, "guidance", 1.0, False),
-        ("precision", "bf16", "dtype", "bf16", False),
-        ("resolution", 512, "resolution", 512, False),
-        ("scheduler", "dpm++", "scheduler", "dpm++", False),
-        ("whisper-precision", "int8", "whisper_dtype", "int8", False),
-        ("batch", 3, "segments_per_call", 3, True),
+        ("threading", 4, "workers", 4, "exact"),
+        ("threading", "serial", "workers", 0, "exact"),
+        ("detector", "buffalo_s", "detector", "buffalo_s", "lossy"),
+        ("steps", 10, "steps", 10, "lossy"),
+        ("guidance", 1.0, "guidance", 1.0, "lossy"),
+        ("precision", "bf16", "dtype", "bf16", "lossy"),
+        ("resolution", 512, "resolution", 512, "lossy"),
+        ("scheduler", "dpm++", "scheduler", "dpm++", "lossy"),
+        ("whisper-precision", "int8", "whisper_dtype", "int8", "lossy"),
+        ("batch", 3, "segments_per_call", 3, "float"),
     ],
 )
-def test_field_variants_set_their_field(family, value, field, expected, lossless):
+def test_field_variants_set_their_field(family, value, field, expected, tier):
     variant, config = configured(family, value)
     assert variant.field_name == field and getattr(config, field) == expected
     assert config.changes_from(BASE) == (
         {} if getattr(BASE, field) == expected else {field: (getattr(BASE, field), expected)}
     )
-    assert variant.lossless_change(getattr(BASE, field), expected) is (
-        lossless or getattr(BASE, field) == expected
+    assert variant.change_tier(getattr(BASE, field), expected) == (
+        "exact" if getattr(BASE, field) == expected else tier
     )
 
 

@@ -34,6 +34,7 @@ for _family, _target in {
     "execution": "variants.execution:Execution",
     "encoder-preset": "variants.encoder_preset:EncoderPreset",
     "attention": "variants.attention:Attention",
+    "fuse-qkv": "variants.fuse_qkv:FuseQkv",
     "channels-last": "variants.channels_last:ChannelsLast",
     "vae-slicing": "variants.vae_slicing:VaeSlicing",
     "detect-processes": "variants.detect_processes:DetectProcesses",

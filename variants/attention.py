@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from metrics.fidelity import FLOAT
 from variants.base import ChoiceVariant, Transform, VariantError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Attention(ChoiceVariant):
     # After DeepCache (40): its wrapper calls the U-Net's blocks directly, past any wrapper inside it, so this
     # one goes around it. Before compile (50): compile then compiles what is inside this wrapper.
     order = 45
-    always_lossless = True  # the same attention through another kernel
+    tier = FLOAT  # the same attention through another kernel
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "auto":

@@ -11,8 +11,10 @@ live). A variant is that family with a value:
   whether YAML, `--set`, `--config` or `--variant` set it.
 - `order` is the family's place among transforms (pruning needs float weights, DeepCache wraps the final U-Net,
   compile comes last), declared here by each family, not by the order of a YAML file.
-- `lossless_change(old, new)` says whether moving the setting from `old` to `new` keeps the output within
-  float tolerance; it decides whether the fidelity gate applies.
+- `tier` is the fidelity tier of a change of the family's value (metrics.fidelity: `exact`, the same
+  arithmetic on the same data; `float`, the same math in another order or kernel; `lossy`, other math), declared
+  here, once, by each family; `change_tier(old, new)` refines it for families whose values differ in kind. A
+  trial's tier is the loosest of its changes, and it decides the fidelity gate.
 
 A variant never measures anything.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.config import ConfigError, check_value, generic_allowed
+from metrics.fidelity import EXACT, LOSSY
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
@@ -55,7 +58,7 @@ class Variant:
     summary: ClassVar[str] = ""
     field_name: ClassVar[str] = ""  # the RunConfig field this family owns
     order: ClassVar[int] = 0  # place among model transforms, lowest first
-    always_lossless: ClassVar[bool] = False  # every change keeps the output (threads, batching, compile)
+    tier: ClassVar[str] = LOSSY  # fidelity tier of a change of this family's value (metrics.fidelity)
 
     def __init__(self, value: Any) -> None:
         self.value = self.parse(value)
@@ -83,9 +86,9 @@ class Variant:
         return generic_allowed(cls.field_name)
 
     @classmethod
-    def lossless_change(cls, old: Any, new: Any) -> bool:
-        """True when changing the setting from `old` to `new` keeps the output within float tolerance."""
-        return cls.always_lossless or old == new
+    def change_tier(cls, old: Any, new: Any) -> str:
+        """The fidelity tier of moving the setting from `old` to `new` (exact when it does not move)."""
+        return EXACT if old == new else cls.tier
 
     def configure(self, config: RunConfig) -> RunConfig:
         return config.replace(**{self.field_name: self.value})

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metrics.fidelity import FLOAT
 from variants.base import ChoiceVariant, Transform
 
 
@@ -29,7 +30,7 @@ class ChannelsLast(ChoiceVariant):
     # meets plain float tensors, not quantized tensor subclasses; well before compile (50), which then traces
     # the channels-last model.
     order = 25
-    always_lossless = True  # the same arithmetic in another memory layout
+    tier = FLOAT  # the same math in another memory layout: convolutions pick other kernels
 
     def transforms(self) -> list[Transform]:
         if self.value == "off":

@@ -20,12 +20,33 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metrics.fidelity import FLOAT
 from variants.base import ChoiceVariant, Transform
 
 if TYPE_CHECKING:
     from harness.pipeline.lipsync import LipsyncPipeline
 
-MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cudagraphs")
+# `<mode>+recipe`: the mode with the inductor settings of the fast-diffusion recipe (PyTorch's "Accelerating
+# Generative AI" diffusion post, diffusers' torch.compile guide): 1x1 convolutions as matmuls, coordinate-descent
+# tuning of every Triton kernel's block sizes (trying all directions), and no epilogue fusion into matmul
+# templates. Tuning benchmarks each kernel on the GPU while compiling: the cold compile takes minutes longer.
+RECIPE = "+recipe"
+INDUCTOR_RECIPE = {
+    "conv_1x1_as_mm": True,
+    "coordinate_descent_tuning": True,
+    "coordinate_descent_check_all_directions": True,
+    "epilogue_fusion": False,
+}
+RECIPE_MODES = ("default", "max-autotune-no-cudagraphs")
+MODES = (
+    "off",
+    "default",
+    "reduce-overhead",
+    "max-autotune",
+    "max-autotune-no-cudagraphs",
+    "cudagraphs",
+    *(mode + RECIPE for mode in RECIPE_MODES),
+)
 # Modes that capture CUDA graphs no matter what else is set.
 CUDA_GRAPH_MODES = ("reduce-overhead", "cudagraphs")
 
@@ -37,7 +58,7 @@ class Compile(ChoiceVariant):
     choices = MODES
     aliases = {"false": "off", "none": "off", "true": "default"}
     order = 50  # last: compiles the U-Net as the other transforms left it
-    always_lossless = True  # the same math, fused and reordered: equal to eager within float tolerance
+    tier = FLOAT  # the same math, fused and reordered
 
     def is_available(self, env: dict[str, Any]) -> str | None:
         if self.value == "off":
@@ -61,6 +82,12 @@ class Compile(ChoiceVariant):
         # graphs could not capture.
         if self.value == "cudagraphs":
             return {"backend": "cudagraphs", "dynamic": False}
+        if self.value.endswith(RECIPE):
+            from torch._inductor import list_mode_options
+
+            # torch.compile takes a mode or inductor options, not both: the mode's own options, then the recipe's
+            mode = self.value.removesuffix(RECIPE)
+            return {"options": {**list_mode_options(mode), **INDUCTOR_RECIPE}, "dynamic": False}
         return {"mode": self.value, "dynamic": False}
 
     def transforms(self) -> list[Transform]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from metrics.fidelity import EXACT, FLOAT, LOSSY
 from variants.base import Transform, Variant, VariantError
 
 if TYPE_CHECKING:
@@ -75,12 +76,15 @@ class DeepCache(Variant):
         return {key: int(number) for key, number in _parse_pairs(value, "").items()}
 
     @classmethod
-    def lossless_change(cls, old: str, new: str) -> bool:
-        # interval 1 refreshes the cache on every call: the full U-Net always runs, as with 'off'.
+    def change_tier(cls, old: str, new: str) -> str:
+        # Interval 1 refreshes the cache on every call: the full U-Net runs its blocks in its own order, as with
+        # 'off' (bitwise equal in eager mode), but compiled it is another graph, fused otherwise: float.
         def full(value: str) -> bool:
             return value == "off" or cls.spec(value)["interval"] == 1
 
-        return old == new or (full(old) and full(new))
+        if old == new:
+            return EXACT
+        return FLOAT if full(old) and full(new) else LOSSY
 
     def transforms(self) -> list[Transform]:
         if self.value == "off":

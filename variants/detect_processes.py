@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from metrics.fidelity import EXACT
 from variants.base import Variant
 
 
@@ -9,7 +10,7 @@ class DetectProcesses(Variant):
     family = "detect-processes"
     summary = "face detection in N worker processes (0 = in the run's process); scales where threads cannot"
     field_name = "detect_processes"
-    always_lossless = True  # the same per-frame detections, computed elsewhere
+    tier = EXACT  # the same per-frame detections, computed in another process
 
     @classmethod
     def normalize(cls, value: Any) -> Any:

@@ -1,5 +1,6 @@
 """Serial stages (the reference's way) or a pipelined run: CPU stages overlap the GPU stages."""
 
+from metrics.fidelity import EXACT
 from variants.base import ChoiceVariant
 
 
@@ -9,4 +10,4 @@ class Execution(ChoiceVariant):
     field_name = "execution"
     choices = ("serial", "pipelined")
     aliases = {"off": "serial", "false": "serial", "on": "pipelined", "true": "pipelined"}
-    always_lossless = True  # the same work on the same data in the same order per stage; only overlap changes
+    tier = EXACT  # the same work on the same data in the same order per stage; only the overlap changes

@@ -1,5 +1,11 @@
-"""Quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4, torchao int8 weight-only or fp8,
-optimum-quanto int8 / int4 / fp8 weights or int8 weights and activations (variants.quanto_linears).
+"""Quantization of the U-Net's Linear layers: bitsandbytes int8 / NF4; torchao int8 weight-only, int8 dynamic
+activations with int8 weights (`int8dq`), fp8 dynamic activations and weights with one scale per tensor (`fp8`)
+or per row (`fp8-row`: bf16 runs only, torchao quantizes bfloat16 weights row-wise); optimum-quanto int8 / int4 /
+fp8 weights or int8 weights and activations (variants.quanto_linears).
+
+torchao's configs leave inductor's settings alone here (`set_inductor_config=False`): by default they turn on
+coordinate-descent tuning for the whole process, which made a compiled fp8 U-Net take minutes longer to
+compile and mixed a compile setting into a quantization one. `compile: default+recipe` asks for it openly.
 
 Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
 embedding); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
@@ -28,7 +34,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS = ("none", "bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-fp8", *QUANTO_METHODS)
+METHODS = (
+    "none",
+    "bnb-int8",
+    "bnb-nf4",
+    "torchao-int8wo",
+    "torchao-int8dq",
+    "torchao-fp8",
+    "torchao-fp8-row",
+    *QUANTO_METHODS,
+)
+FP8_METHODS = ("torchao-fp8", "torchao-fp8-row")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 # torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
 FP8_DIM_MULTIPLE = 16
@@ -39,7 +55,7 @@ INT8_OUTLIER_THRESHOLD = 6.0
 class Quantization(ChoiceVariant):
     family = "quantization"
     summary = (
-        "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/fp8, "
+        "quantize the U-Net's Linear layers (bitsandbytes int8/nf4, torchao int8 weight-only/int8 dynamic/fp8, "
         "quanto int8/int4/fp8 weights or int8 weights and activations)"
     )
     field_name = "quantization"
@@ -55,7 +71,7 @@ class Quantization(ChoiceVariant):
             return _bitsandbytes_missing(device_type, self.value)
         if self.value in QUANTO_METHODS:
             return quanto_missing(self.value, device_type)
-        if self.value == "torchao-fp8":
+        if self.value in FP8_METHODS:
             if device_type != "cuda":
                 return "fp8 matmuls need a CUDA GPU of compute capability >= 8.9; this run is on CPU"
             capability = torch.cuda.get_device_capability()
@@ -73,6 +89,11 @@ class Quantization(ChoiceVariant):
         method = self.value
 
         def quantize(unet: nn.Module, pipeline: LipsyncPipeline) -> nn.Module:
+            if method == "torchao-fp8-row" and pipeline.dtype != torch.bfloat16:
+                raise VariantError(
+                    f"quantization={method}: torchao quantizes row-wise fp8 from bfloat16 weights only; "
+                    f"this run is {str(pipeline.dtype).removeprefix('torch.')} (set dtype: bf16)"
+                )
             # run only by methods that quantize activations (quanto-w8a8)
             calibration = stand_in_calibration(pipeline)
             count = quantize_linears(unet, method, pipeline.device, pipeline.dtype, calibration)
@@ -108,7 +129,7 @@ def quantize_linears(
     def eligible(layer: nn.Module, _fqn: str) -> bool:
         nonlocal count
         ok = isinstance(layer, nn.Linear) and (
-            method != "torchao-fp8"
+            method not in FP8_METHODS
             or (layer.in_features % FP8_DIM_MULTIPLE == 0 and layer.out_features % FP8_DIM_MULTIPLE == 0)
         )
         count += int(ok)
@@ -119,11 +140,20 @@ def quantize_linears(
 
 
 def _torchao_config(method: str) -> Any:
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+        PerRow,
+        PerTensor,
+    )
 
     if method == "torchao-int8wo":
-        return Int8WeightOnlyConfig()
-    return Float8DynamicActivationFloat8WeightConfig()
+        return Int8WeightOnlyConfig(set_inductor_config=False)
+    if method == "torchao-int8dq":
+        return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
+    granularity = PerRow() if method == "torchao-fp8-row" else PerTensor()
+    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
 
 
 def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from metrics.fidelity import EXACT
 from variants.base import Variant
 
 
@@ -9,7 +10,9 @@ class Threading(Variant):
     family = "threading"
     summary = "serial (0) or a thread pool of N workers for detection, alignment and restore"
     field_name = "workers"
-    always_lossless = True  # the same per-frame work, in another order
+    # The same per-frame work, each frame computed exactly as in its segment's batch (the segment's warp and
+    # paste boxes, one frame at a time through the blur): bitwise equal to serial.
+    tier = EXACT
 
     @classmethod
     def normalize(cls, value: Any) -> Any:

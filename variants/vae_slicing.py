@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from metrics.fidelity import FLOAT
 from variants.base import ChoiceVariant, Transform
 
 
@@ -21,7 +22,7 @@ class VaeSlicing(ChoiceVariant):
     choices = ("off", "on")
     aliases = {"false": "off", "none": "off", "0": "off", "true": "on", "1": "on"}
     order = 26  # with the other layout changes, before compile (50), which then compiles the per-image calls
-    always_lossless = True  # the same per-image arithmetic and the same sampling draws
+    tier = FLOAT  # the same per-image math and sampling draws; convolutions may pick other kernels for batch 1
 
     def transforms(self) -> list[Transform]:
         if self.value == "off":

@@ -9,7 +9,6 @@ input) at a fraction of the cost on large frames.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import cv2
 import numpy as np
@@ -130,10 +129,36 @@ def _warp_fill(src: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, tor
     return warped + FILL * (1 - coverage), coverage
 
 
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1) in frame pixels
+
+
+def warp_box(matrices: np.ndarray, resolution: int, frame_hw: tuple[int, int]) -> Box | None:
+    """The frame region `warp_faces` reads for these frames' matrices (their union), None if it misses the frame.
+
+    The warp's float32 sampling grid is relative to this box, so frames warped one at a time equal frames warped
+    together only when given the same box: a thread pool passes the segment's box to each per-frame call."""
+    crop_w, crop_h = crop_size(resolution)
+    return _bounds(_invert(matrices), (0, 0, crop_w - 1, crop_h - 1), frame_hw, margin=2)
+
+
+def restore_box(matrices: np.ndarray, resolution: int, frame_hw: tuple[int, int]) -> Box | None:
+    """The frame region `restore_faces` pastes into for these frames' matrices (see `warp_box`)."""
+    crop_w, crop_h = crop_size(resolution)
+    # frame pixels whose sample point falls within a pixel of the crop: the face's full footprint
+    return _bounds(_invert(matrices), (-1, -1, crop_w, crop_h), frame_hw, margin=1)
+
+
 def warp_faces(
-    frames: np.ndarray, matrices: np.ndarray, resolution: int, device: str | torch.device = "cpu"
+    frames: np.ndarray,
+    matrices: np.ndarray,
+    resolution: int,
+    device: str | torch.device = "cpu",
+    box: Box | None = None,
 ) -> np.ndarray:
-    """Aligned faces uint8 (N, r, r, 3) from frames uint8 (N, H, W, 3) and frame -> crop matrices (N, 2, 3)."""
+    """Aligned faces uint8 (N, r, r, 3) from frames uint8 (N, H, W, 3) and frame -> crop matrices (N, 2, 3).
+
+    box: the frame region to read (default: `warp_box` of these frames); pass a larger group's box to get
+    exactly that group's pixels for a part of it."""
     frames = np.asarray(frames)
     matrices = _check_inputs(frames, matrices, "warp_faces")
     device = _as_device(device)
@@ -141,7 +166,8 @@ def warp_faces(
     n, height, width = frames.shape[:3]
     crops = np.full((n, crop_h, crop_w, 3), int(FILL), dtype=np.uint8)
     inverse = _invert(matrices)
-    box = _bounds(inverse, (0, 0, crop_w - 1, crop_h - 1), (height, width), margin=2)
+    if box is None:
+        box = warp_box(matrices, resolution, (height, width))
     if box is not None:
         y0, y1, x0, x1 = box
         src = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).to(device)
@@ -211,12 +237,14 @@ def restore_faces(
     faces: torch.Tensor | np.ndarray,
     matrices: np.ndarray,
     device: str | torch.device = "cpu",
+    box: Box | None = None,
 ) -> np.ndarray:
     """Pastes generated faces (N, 3, r, r) float in [-1, 1] back into frames uint8 (N, H, W, 3).
 
     Each face is resized to the crop size (bicubic, antialiased), warped into the frame by the inverse of
     its matrix and blended through a soft mask: the warped face area eroded 2x2, eroded again by 2e with
     e = int(sqrt(area)) // 20, and blurred by a (2e + 1) Gaussian. Pixels outside the blend are the input's.
+    box: the frame region to paste into (default: `restore_box` of these frames; see `warp_faces`).
     """
     frames = np.asarray(frames)
     matrices = _check_inputs(frames, matrices, "restore_faces")
@@ -227,8 +255,7 @@ def restore_faces(
         raise ValueError(f"restore_faces: faces must be (N={n}, 3, r, r), got {tuple(faces.shape)}")
     out = frames.copy()
     crop_w, crop_h = crop_size(faces.shape[-1])
-    # frame pixels whose sample point falls within a pixel of the crop: the face's full footprint
-    inner = _bounds(_invert(matrices), (-1, -1, crop_w, crop_h), (height, width), margin=1)
+    inner = box if box is not None else restore_box(matrices, faces.shape[-1], (height, width))
     if inner is None:
         return out
     y0, y1, x0, x1 = inner
@@ -239,20 +266,20 @@ def restore_faces(
     pasted = (pasted / 2 + 0.5).clamp(0, 1) * 255 * coverage
     area = coverage.sum(dim=(1, 2, 3))
     edges = [int(a**0.5) // 20 for a in area.cpu()]
-    groups: dict[int, list[int]] = defaultdict(list)
+    # One frame at a time: a convolution's kernel (so its rounding) may depend on the batch size, and a frame
+    # must come out the same whether restored alone (a thread pool) or with its segment.
     for i, e in enumerate(edges):
-        groups[e].append(i)
-    for e, ids in groups.items():
+        one = slice(i, i + 1)
         # widen the box by more than erosion + blur reach so its sides see only zeros, as the whole frame would
         pad = 2 * e + 2
         oy0, oy1, ox0, ox1 = max(y0 - pad, 0), min(y1 + pad, height), max(x0 - pad, 0), min(x1 + pad, width)
         spread = (x0 - ox0, ox1 - x1, y0 - oy0, oy1 - y1)
-        mask = F.pad(coverage[ids], spread)
+        mask = F.pad(coverage[one], spread)
         # cv2.erode with an empty kernel falls back to 3 x 3
         size = 2 * e if e > 0 else 3
         soft = _gaussian_blur(_erode(mask, size, size // 2), 2 * e + 1)
-        base = torch.from_numpy(np.ascontiguousarray(frames[ids, oy0:oy1, ox0:ox1])).to(device)
+        base = torch.from_numpy(np.ascontiguousarray(frames[one, oy0:oy1, ox0:ox1])).to(device)
         base = base.permute(0, 3, 1, 2).float()
-        blended = soft * F.pad(pasted[ids], spread) + (1 - soft) * base
-        out[ids, oy0:oy1, ox0:ox1] = blended.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        blended = soft * F.pad(pasted[one], spread) + (1 - soft) * base
+        out[one, oy0:oy1, ox0:ox1] = blended.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return out

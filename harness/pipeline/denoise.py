@@ -29,6 +29,17 @@ class SegmentLatents:
         )
 
 
+@dataclass
+class Generated:
+    """What one U-Net batch of segments produced: what the fidelity depths compare (metrics.generated_region)."""
+
+    starts: list[int]  # first frame of each segment
+    inputs: SegmentLatents  # the batch's conditioning
+    pixels: list[torch.Tensor]  # each segment's aligned faces (f, 3, r, r) in [-1, 1]
+    latents: torch.Tensor  # (b, 4, f, h, w): the denoised latents, before the VAE decode
+    faces: list[torch.Tensor]  # each segment's faces (f, 3, r, r) in [-1, 1], mouth generated, before paste-back
+
+
 def denoise(
     unet: Callable[..., torch.Tensor],
     scheduler,

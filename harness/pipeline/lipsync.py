@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from harness.config import RunConfig
-from harness.pipeline.denoise import SegmentLatents, denoise
+from harness.pipeline.denoise import Generated, SegmentLatents, denoise
 from harness.pipeline.distributed import NoVideo, Shard, current_shard
 from harness.pipeline.frames import FrameSource
 from harness.pipeline.overlap import run_overlapped
@@ -40,6 +40,14 @@ LATENT_SCALE = 0.18215
 
 class NoFaceError(RuntimeError):
     """A frame has no usable face and the no-face policy is 'error'."""
+
+
+class RunObserver(Protocol):
+    """Shown what a run makes, outside its timed stages (metrics.generated_region's recorder and comparer)."""
+
+    def generated(self, batch: Generated) -> None: ...
+
+    def written(self, index: int, frame: np.ndarray) -> None: ...
 
 
 class NullTimer:
@@ -205,7 +213,17 @@ class LipsyncPipeline:
         return self._keep.to(dtype)
 
     @torch.no_grad()
-    def run(self, video: str | Path, audio: str | Path, out: str | Path, timer: Any = None) -> RunOutput:
+    def run(
+        self,
+        video: str | Path,
+        audio: str | Path,
+        out: str | Path,
+        timer: Any = None,
+        observe: RunObserver | None = None,
+    ) -> RunOutput:
+        """Lip-sync `video` to `audio` into `out`. timer: a StageTimer around each stage; observe: shown what each
+        U-Net batch generated and each frame handed to the encoder (metrics.generated_region records or compares
+        them), outside the timed stages."""
         from harness.pipeline.media import VideoWriter, probe, read_audio
 
         timer = timer or NullTimer()
@@ -231,7 +249,7 @@ class LipsyncPipeline:
             video, num_out, expected_frames=round(info.duration_s * FPS), spill_dir=Path(out).parent
         )
         shard = current_shard()
-        stages = _RunStages(self, chunks, timer, num_out, shard)
+        stages = _RunStages(self, chunks, timer, num_out, shard, observe)
         writer = (
             VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.encoder_preset, threads=cfg.encoder_threads)
             if shard is None or shard.rank == 0
@@ -299,7 +317,7 @@ class LipsyncPipeline:
     ) -> None:
         """Detect and align every segment in order (the smoothing carries over); warp the faces of the
         segments this process encodes."""
-        from harness.pipeline.align import estimate_matrices, warp_faces
+        from harness.pipeline.align import estimate_matrices, warp_box, warp_faces
 
         res = self.config.resolution
         new = [i for i, src in enumerate(seg.sources) if src not in state.points]
@@ -330,9 +348,11 @@ class LipsyncPipeline:
             faces_u8 = np.full((len(seg.frames), res, res, 3), 127, dtype=np.uint8)
             idx = list(np.flatnonzero(seg.has_face))
             if idx:
+                # the segment's box for every frame: per-frame warps (a thread pool) equal the batched one
+                box = warp_box(seg.matrices[idx], res, seg.frames[0].shape[:2])
                 warped = self._batched(
                     lambda ids: warp_faces(
-                        np.stack([seg.frames[i] for i in ids]), seg.matrices[ids], res, device=self.device
+                        np.stack([seg.frames[i] for i in ids]), seg.matrices[ids], res, self.device, box
                     ),
                     idx,
                     pool,
@@ -386,7 +406,7 @@ class LipsyncPipeline:
             )
         return self._noise_frame
 
-    def _denoise(self, group: list[_Segment], timer: Any) -> None:
+    def _denoise(self, group: list[_Segment], timer: Any, observe: RunObserver | None) -> None:
         for hook in self.segment_hooks:
             hook()
         with timer.stage("denoise"):
@@ -400,26 +420,39 @@ class LipsyncPipeline:
             )
         with timer.stage("decode"):
             for i, seg in enumerate(group):
-                images = self.vae.decode(latents[i].permute(1, 0, 2, 3) / LATENT_SCALE).sample
-                keep = self._keep_mask(images.dtype)
-                seg.decoded = images * (1 - keep) + seg.pixels.to(images.dtype) * keep
+                seg.decoded = self.decode_faces(latents[i], seg.pixels)
                 seg.latents = None
+        if observe is not None:
+            observe.generated(
+                Generated(
+                    starts=[seg.start for seg in group],
+                    inputs=batch,
+                    pixels=[seg.pixels for seg in group],
+                    latents=latents,
+                    faces=[seg.decoded for seg in group],
+                )
+            )
+
+    def decode_faces(self, latents: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """One segment's output faces (f, 3, r, r) in [-1, 1]: its denoised latents (4, f, h, w) decoded, kept
+        only where the mouth mask repaints; elsewhere the aligned input faces `pixels` (f, 3, r, r)."""
+        images = self.vae.decode(latents.permute(1, 0, 2, 3) / LATENT_SCALE).sample
+        keep = self._keep_mask(images.dtype)
+        return images * (1 - keep) + pixels.to(images.dtype) * keep
 
     def _restore(self, seg: _Segment, pool: ThreadPoolExecutor | None, timer: Any) -> list[np.ndarray]:
         """The segment's frames with the generated faces pasted back; frees the segment's tensors."""
-        from harness.pipeline.align import restore_faces
+        from harness.pipeline.align import restore_box, restore_faces
 
         with timer.stage("restore"):
             out = list(seg.frames)
             idx = list(np.flatnonzero(seg.has_face))
             faces = seg.decoded.float()
+            box = restore_box(seg.matrices[idx], faces.shape[-1], seg.frames[0].shape[:2]) if idx else None
             restored = (
                 self._batched(
                     lambda ids: restore_faces(
-                        np.stack([seg.frames[i] for i in ids]),
-                        faces[ids],
-                        seg.matrices[ids],
-                        device=self.device,
+                        np.stack([seg.frames[i] for i in ids]), faces[ids], seg.matrices[ids], self.device, box
                     ),
                     idx,
                     pool,
@@ -440,9 +473,16 @@ class _RunStages:
     decode), finish (restore, write). Run serially or overlapped, each sees the groups in order."""
 
     def __init__(
-        self, pipeline: LipsyncPipeline, chunks: torch.Tensor, timer: Any, num_out: int, shard: Shard | None
+        self,
+        pipeline: LipsyncPipeline,
+        chunks: torch.Tensor,
+        timer: Any,
+        num_out: int,
+        shard: Shard | None,
+        observe: RunObserver | None = None,
     ) -> None:
         self.pipeline, self.chunks, self.timer, self.shard = pipeline, chunks, timer, shard
+        self.observe = observe
         workers = pipeline.config.workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="frames") if workers > 0 else None
         self.state = _AlignState()
@@ -466,7 +506,7 @@ class _RunStages:
             return group
         for seg in group:
             self.pipeline._encode(seg, self.chunks, self.timer)
-        self.pipeline._denoise(group, self.timer)
+        self.pipeline._denoise(group, self.timer, self.observe)
         return group
 
     def finish(self, group: list[_Segment]) -> None:
@@ -478,6 +518,9 @@ class _RunStages:
             with self.timer.stage("write"):
                 for frame in frames:
                     self.writer.write(frame)
+            if self.observe is not None:
+                for index, frame in enumerate(frames, start=seg.start):
+                    self.observe.written(index, frame)
 
     def _frames(self, seg: _Segment, own: bool) -> list[np.ndarray]:
         """What this process writes of a segment: its restored frames, or on rank 0 another rank's; a rank

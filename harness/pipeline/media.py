@@ -100,6 +100,24 @@ def probe(path: str | Path) -> MediaInfo:
         )
 
 
+def video_frame_counts(path: str | Path) -> tuple[int, int]:
+    """(frames the container declares, 0 where it declares none; frames whose data the file holds). Read from
+    the packets without decoding (milliseconds): a file cut short keeps its header's count, not its frames."""
+    import av
+
+    with _open(path) as container:
+        if not container.streams.video:
+            return 0, 0
+        stream = container.streams.video[0]
+        present = 0
+        try:
+            for packet in container.demux(stream):
+                present += packet.size > 0
+        except av.FFmpegError as exc:  # a damaged tail: the packets before it are what there is
+            log.debug("%s: demuxing stopped at packet %d: %s", path, present, exc)
+        return stream.frames, present
+
+
 def iter_frames(path: str | Path, fps: float | None = 25) -> Iterator[np.ndarray]:
     """RGB uint8 (H, W, 3) frames, resampled to `fps` (None: every frame as stored).
 
@@ -172,8 +190,11 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         declared = math.ceil(stream.duration * stream.time_base * sample_rate) if stream.duration else 0
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         parts: list[np.ndarray] = []
+        decoded = 0  # samples per channel so far, at the stream's own rate
         try:
             for frame in container.decode(stream):
+                _check_finite(frame, decoded, path)
+                decoded += frame.samples
                 parts += [f.to_ndarray() for f in resampler.resample(frame)]
             parts += [f.to_ndarray() for f in resampler.resample(None)]
         except av.FFmpegError as exc:
@@ -183,6 +204,24 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     samples = np.concatenate(parts, axis=1).mean(axis=0).astype(np.float32)
     # the last AAC frame decodes whole (1024 samples); the stream's declared duration marks the real end
     return samples[:declared] if declared else samples
+
+
+def _check_finite(frame: Any, offset: int, path: Path) -> None:
+    """A float sample that is NaN or infinite is refused here, naming where it is: the encoders downstream fail
+    on it only after every stage has run, and quietly wrong features come before that."""
+    if frame.format.name not in ("flt", "fltp", "dbl", "dblp"):
+        return  # integer samples are always finite
+    samples = frame.to_ndarray()  # planar (channels, n); packed (1, n * channels)
+    bad = ~np.isfinite(samples)
+    if not bad.any():
+        return
+    column = int(np.flatnonzero(bad.any(axis=0))[0])
+    index = offset + (column if frame.format.is_planar else column // len(frame.layout.channels))
+    value = samples[:, column][bad[:, column]][0]
+    raise MediaError(
+        f"{path}: the audio holds a non-finite sample ({value}) at t = {index / frame.sample_rate:.3f} s "
+        f"(sample {index} at {frame.sample_rate} Hz); a run needs finite samples"
+    )
 
 
 class VideoWriter:

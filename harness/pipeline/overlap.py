@@ -8,8 +8,12 @@ stage still sees the items one at a time and in their order, so a stage that car
 
 Queues hold `depth` items each, so at most 2 * depth + 3 items are alive at once: host memory stays bounded.
 On CUDA each worker thread issues its GPU work on a stream of its own, so its copies and syncs wait for its own
-work and never for the denoising queued on the main stream; `middle`'s results reach `finish` behind an event.
-The first error in any stage stops all three and is raised in the calling thread.
+work and never for the denoising queued on the main stream. Every hand-over is safe by construction: `prepare`'s
+results are complete (its stream synchronised) before they are queued, `middle`'s reach `finish` behind an
+event, and every CUDA tensor an item carries is marked as used by the receiving stage's stream
+(`record_stream`), so the caching allocator cannot give its memory to the producing stream's next allocation
+while the receiver's kernels may still read it. The first error in any stage stops all three and is raised in
+the calling thread.
 """
 
 from __future__ import annotations
@@ -64,6 +68,31 @@ def _stream_scope(device: torch.device) -> contextlib.AbstractContextManager[Any
     # would otherwise put their tensors on rank 0's GPU.
     torch.cuda.set_device(device)
     return torch.cuda.stream(torch.cuda.Stream(device))
+
+
+def tensors_in(item: Any) -> Iterator[torch.Tensor]:
+    """Every tensor an item holds: itself, or inside lists, tuples, dicts and dataclass or plain objects' fields."""
+    if isinstance(item, torch.Tensor):
+        yield item
+    elif isinstance(item, (list, tuple)):
+        for part in item:
+            yield from tensors_in(part)
+    elif isinstance(item, dict):
+        for part in item.values():
+            yield from tensors_in(part)
+    elif hasattr(item, "__dict__") and not isinstance(item, type):
+        for part in vars(item).values():
+            yield from tensors_in(part)
+
+
+def _adopt(item: Any, device: torch.device) -> None:
+    """Mark the item's CUDA tensors as used by this thread's stream (see the module's docstring)."""
+    if device.type != "cuda":
+        return
+    stream = torch.cuda.current_stream(device)
+    for tensor in tensors_in(item):
+        if tensor.is_cuda:
+            tensor.record_stream(stream)
 
 
 def _sync_stream(device: torch.device) -> None:
@@ -147,6 +176,7 @@ class _Overlap:
 
     def _middle(self) -> None:
         for item in _drain(self.prepared):
+            _adopt(item, self.device)
             out = self.middle(item)
             ready = None
             if self.device.type == "cuda":
@@ -159,6 +189,7 @@ class _Overlap:
         for item, ready in _drain(self.finished):
             if ready is not None:
                 torch.cuda.current_stream(self.device).wait_event(ready)
+            _adopt(item, self.device)
             self.finish(item)
             _sync_stream(self.device)  # done with middle's tensors before they are freed
 

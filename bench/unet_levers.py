@@ -1,0 +1,608 @@
+"""The U-Net levers not tried yet, each against `compile: default` in the same device call: compile time, call
+time, peak memory, and fidelity at three depths.
+
+A lever is a set of harness settings applied through the run's transforms (as `harness run --set` would) on top
+of synthetic full-size weights, fp16, 512, guidance 1.5, DDIM; a few bench-only probes add inductor settings
+(`inductor`) to take the fast-diffusion recipe apart. `--lever NAME=KEY:VALUE,...` adds one (for example the
+winners stacked; a key `inductor.NAME` sets an inductor option). Each lever runs in a process of its own under
+its own time limit, so a compile that runs long costs only its row, and no process-wide inductor setting leaks
+into the next lever. For each lever:
+
+- `first_call_s`: the first call, where torch.compile traces and builds (cold, unless --cache-dir already holds
+  the graph from an earlier lever or roofline step of the same device call, or --load-cache brought it);
+  `graphs`, `graph_breaks` and `fxgraph_cache` (inductor's graph-cache hits and misses) from dynamo's counters;
+- `call_ms` (CUDA events, median of --repeats after 3 warm-ups) and `ms_per_segment` (segments_per_call 2 puts
+  two 16-frame segments in one call); `call_peak_mb`: GPU memory above the weights during the timed calls;
+  `first_call_peak_mb`: the same during the first call (compiling and autotuning included);
+- fidelity against `compile` (the levers' baseline) and `eager`, on the same seeded inputs: `call_snr_db_vs_X`
+  (one call's output), `latent_snr_db_vs_X` (the latents after a whole DDIM denoise of one segment: --steps
+  steps, guidance 1.5, the mouth mask in the latent channel and one noise frame repeated, as a run does), and
+  `face_psnr_db_vs_X` (those latents decoded by one eager VAE in this process, PSNR on the 0-255 scale over the
+  generated mouth region, where harness.pipeline.mask.mouth_mask(resolution) < 1). SNR is metrics.fidelity.snr_db.
+
+$OUT/unet_levers_<res>.json is rewritten after every lever, so a call cut short keeps what it measured;
+unet_levers_<res>.md (the table) comes at the end. `--roofline eager,compile` also profiles those levers by op
+class (bench/unet_roofline.py, same process as their timing, so no second compile) and writes its three files.
+
+Compile caches. All levers share inductor's cache folder (--cache-dir), so a lever reuses what an earlier one
+built in the same call: Triton kernels of the same source, and whole graphs (the roofline step's `compile` graph
+is the levers' `compile`). `--save-cache compile,...` writes those levers' portable caches
+(torch.compiler.save_cache_artifacts, lzma) to --cache-out (default --out) as <lever>.megacache.xz, their sizes
+into the rows; `--load-cache DIR` loads a lever's file before it compiles, so that inductor finds the graph
+(the row's fxgraph_cache then says hit; the cold compile time is the earlier call's row). Checked on the CPU only:
+the tiny U-Net's file is 4.5 MB raw, 0.2 MB packed; loaded into an empty cache folder it gave a graph-cache hit,
+but the C++ kernels were built again (first call 97 s against 132 s cold, 16 s with the whole cache folder).
+On a GPU the file also holds the compiled Triton kernels, so the gain should be larger; neither that nor the
+file's size at 512 is measured yet. A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
+most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So every lever is compiled
+and measured in one call, and only `compile`, the baseline every call repeats, is worth carrying to the next
+call, if its file is small.
+
+Recommended device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (diffusers and torchao
+wheels) and, for calls 2 and 3, `.gpucache` (gitignored) holding call 1's compile.megacache.xz if it came back;
+each call costs about 1.5 min of machine start on top of its command). The minutes are estimates, not measurements: from the
+measured 99-124 s cold compile of `compile: default` (README), about 15 s per lever for its own process (import,
+synthetic weights, CUDA), about 60-90 s to compile a lever of the same shapes once the baseline's Triton kernels
+are cached, and > 220-270 s for anything with coordinate-descent tuning.
+
+1. The roofline and the cheap lossless levers (command about 8.5 min; the priority if only one call is made):
+   `LEVERS_ROOFLINE=eager,compile LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
+   levers:512:eager,compile,fuse-qkv,conv1x1-mm,b4,flash@480`
+   eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), fuse-qkv 1.5, conv1x1-mm 1.5,
+   b4 2.2 (new shapes: cold); flash only if 60 s are left (else recorded as skipped). Returns 8 files: probe.txt,
+   levers.log, unet_levers_512.json/.md, unet_roofline_512.json/.md/.png, compile.megacache.xz (if <= 16 MB).
+2. The near-lossless levers: `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
+   levers:512:compile,fp8,int8dq,fp8-row@480` (compile 1 min warm from the carried cache, else 2.5; fp8 and
+   int8dq about 2.5 each; fp8-row (bf16) if time is left).
+3. The inductor recipe (optional): `... levers:512:compile,recipe,autotune@480` (recipe alone may take 4-5 min;
+   autotune gets what is left and, cut short, still states its compile time as "> N s"). Then the winners
+   stacked: LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on'.
+Calls 2 and 3 leave `eager` out (their fidelity is against `compile`, which is 53 dB from eager at 512); every
+call repeats `compile` because machines differ. `bash bench/gpu_session.sh roofline` alone (about 3.5 min)
+profiles eager and compile without the levers.
+
+    python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
+    python bench/unet_levers.py --tiny --device cpu --levers eager,fuse-qkv --frames 4 --steps 2 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import lzma
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+COMPILED = {"compile": "default"}
+# name -> settings (harness settings), tier (the fidelity tier the lever would have as a variant), optional
+# inductor (bench-only inductor options) and timeout (seconds; --timeout otherwise)
+LEVERS: dict[str, dict[str, Any]] = {
+    "eager": {"settings": {}, "tier": "reference"},
+    "compile": {"settings": COMPILED, "tier": "reference"},
+    "fuse-qkv": {"settings": {**COMPILED, "fuse_qkv": "on"}, "tier": "float"},
+    "flash": {"settings": {**COMPILED, "attention": "flash"}, "tier": "float"},
+    "cudnn": {"settings": {**COMPILED, "attention": "cudnn"}, "tier": "float"},
+    "efficient": {"settings": {**COMPILED, "attention": "efficient"}, "tier": "float"},
+    "b4": {"settings": {**COMPILED, "segments_per_call": 2}, "tier": "float"},
+    "channels-last": {"settings": {**COMPILED, "channels_last": "on"}, "tier": "float"},
+    # the fast-diffusion recipe whole (a compile value) and in parts (bench-only probes)
+    "recipe": {"settings": {"compile": "default+recipe"}, "tier": "float", "timeout": 540},
+    "conv1x1-mm": {"settings": COMPILED, "inductor": {"conv_1x1_as_mm": True}, "tier": "float"},
+    "no-epilogue": {"settings": COMPILED, "inductor": {"epilogue_fusion": False}, "tier": "float"},
+    "coord-descent": {
+        "settings": COMPILED,
+        "inductor": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True},
+        "tier": "float",
+        "timeout": 540,
+    },
+    "autotune": {"settings": {"compile": "max-autotune-no-cudagraphs"}, "tier": "float", "timeout": 570},
+    # near-lossless: fewer bits
+    "bf16": {"settings": {**COMPILED, "dtype": "bf16"}, "tier": "lossy"},
+    "fp8": {"settings": {**COMPILED, "quantization": "torchao-fp8"}, "tier": "lossy"},
+    "fp8-row": {"settings": {**COMPILED, "dtype": "bf16", "quantization": "torchao-fp8-row"}, "tier": "lossy"},
+    "int8dq": {"settings": {**COMPILED, "quantization": "torchao-int8dq"}, "tier": "lossy"},
+    # torchao's recommended inductor setting for int8 matmuls: the rescale fused into the int8 matmul
+    "int8dq-fused": {
+        "settings": {**COMPILED, "quantization": "torchao-int8dq"},
+        "inductor": {"force_fuse_int_mm_with_mul": True},
+        "tier": "lossy",
+    },
+}
+REFERENCES = ("compile", "eager")  # fidelity is measured against these, when the call ran them
+DEPTHS = ("call_snr_db", "latent_snr_db", "face_psnr_db")
+CACHE_SUFFIX = ".megacache.xz"
+RESERVE_S = 20  # kept back from the budget for decoding, the table and the roofline files
+
+
+# -- shared with bench/unet_roofline.py: the model a lever runs
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resolution", type=int, choices=(256, 512), help="default: 512 (256 with --tiny)")
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test U-Net and VAE (a CPU check of the code)")
+    parser.add_argument("--frames", type=int, default=16, help="frames per segment (16 as a run)")
+    parser.add_argument(
+        "--cache-dir",
+        default=os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/tmp/unet_levers_inductor"),
+        help="inductor's cache folder, shared by every lever of the call",
+    )
+
+
+def prepare_process(args: argparse.Namespace) -> None:
+    """Before anything imports diffusers' models: skip its unused integrations, as the harness's processes do,
+    and point inductor at the shared cache folder."""
+    from harness.models.lean_diffusers import skip_unused_diffusers_integrations
+    from variants.compile import use_compile_cache
+
+    skip_unused_diffusers_integrations()
+    use_compile_cache(args.cache_dir)
+    if args.device == "cpu":  # inductor's C++ kernels then run in profiler ranges named after them, as Triton's do
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True
+    args.resolution = args.resolution or (256 if args.tiny else 512)
+
+
+def find_lever(spec: str) -> dict[str, Any]:
+    """A lever by name, or `NAME=KEY:VALUE,...` (harness settings; keys `inductor.X` are inductor options)."""
+    if "=" not in spec:
+        if spec not in LEVERS:
+            raise SystemExit(f"unknown lever {spec!r}; known: {', '.join(LEVERS)} (or NAME=KEY:VALUE,...)")
+        return {"name": spec, **LEVERS[spec]}
+    name, _, items = spec.partition("=")
+    lever: dict[str, Any] = {"name": name, "settings": {}, "inductor": {}, "tier": "custom"}
+    for item in filter(None, items.split(",")):
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise SystemExit(f"--lever {spec!r}: {item!r} is not KEY:VALUE")
+        if key.startswith("inductor."):
+            lever["inductor"][key.removeprefix("inductor.")] = json.loads(value.lower()) if value.lower() in (
+                "true", "false") or value.isdigit() else value
+        else:
+            lever["settings"][key.replace("-", "_")] = value
+    return lever
+
+
+@contextlib.contextmanager
+def inductor_settings(lever: dict[str, Any]) -> Iterator[None]:
+    import torch._inductor.config
+
+    with torch._inductor.config.patch(lever.get("inductor") or {}):
+        yield
+
+
+def lever_config(lever: dict[str, Any], args: argparse.Namespace) -> Any:
+    from harness.config import RunConfig
+
+    base = RunConfig(
+        weights="tiny" if args.tiny else "synthetic",
+        dtype="fp16" if args.device.startswith("cuda") else "fp32",
+        device=args.device,
+        resolution=args.resolution,
+        segment_frames=args.frames,
+        steps=getattr(args, "steps", 20),
+        guidance=1.5,
+        scheduler="ddim",
+        compile_cache=args.cache_dir,
+    )
+    return base.replace(**lever["settings"])
+
+
+def load_pipeline(lever: dict[str, Any], args: argparse.Namespace) -> Any:
+    from harness.pipeline.lipsync import LipsyncPipeline
+
+    return LipsyncPipeline.load(lever_config(lever, args))
+
+
+def unet_config_name(config: Any) -> str:
+    return "small" if config.weights == "tiny" else "latentsync"
+
+
+def synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_meta(config: Any, device: Any, batch: int) -> dict[str, Any]:
+    import torch
+
+    return {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "weights": config.weights,
+        "resolution": config.resolution,
+        "frames": config.segment_frames,
+        "batch": batch,
+        "dtype": config.dtype,
+    }
+
+
+# -- one lever, in its own process
+
+
+def segment_latents(pipeline: Any, seed: int) -> Any:
+    """Seeded conditioning of one segment as a run builds it: one latent noise frame repeated, the mouth mask at
+    latent size (nearest), masked and reference latents, audio embeddings."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.pipeline.denoise import SegmentLatents
+    from harness.pipeline.mask import mouth_mask
+
+    cfg, device, dtype = pipeline.config, pipeline.device, pipeline.dtype
+    frames, side = cfg.segment_frames, cfg.resolution // 8
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
+
+    keep = torch.from_numpy(mouth_mask(cfg.resolution)).to(device, dtype)
+    mask = F.interpolate(keep[None, None], size=(side, side))
+    return SegmentLatents(
+        noise=draw(1, 4, 1, side, side).expand(1, 4, frames, side, side),
+        mask=mask[:, :, None].expand(1, 1, frames, side, side),
+        masked=draw(1, 4, frames, side, side),
+        reference=draw(1, 4, frames, side, side),
+        audio=draw(frames, 50, 384),
+    )
+
+
+def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str, Any], save: Any) -> None:
+    """Fill `row` (calling save() at each milestone, so a lever cut short keeps what it reached) and write the
+    lever's call output and denoised latents to the work folder."""
+    import torch
+    from realtime import unet_call_ms, unet_inputs
+
+    from harness.pipeline.denoise import SegmentLatents, denoise
+
+    began = time.perf_counter()
+    pipeline = load_pipeline(lever, args)
+    cfg, device = pipeline.config, pipeline.device
+    cuda = device.type == "cuda"
+    row.update(load_s=time.perf_counter() - began, applied=list(pipeline.applied))
+    weights = torch.cuda.memory_allocated() if cuda else 0
+    segments = cfg.segments_per_call
+    one = unet_inputs(pipeline, segments=1)  # the same seeded segment batch for every lever
+    inputs = tuple(torch.cat([t] * segments) if t.ndim else t for t in one)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        began = time.perf_counter()
+        output = pipeline.unet(*inputs)[: one[0].shape[0]].float().cpu()
+        synchronize(device)
+    row["first_call_s"] = time.perf_counter() - began
+    counters = torch._dynamo.utils.counters
+    row.update(graphs=counters["stats"]["unique_graphs"], graph_breaks=sum(counters["graph_break"].values()))
+    row["fxgraph_cache"] = {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")}
+    if cuda:
+        row["first_call_peak_mb"] = (torch.cuda.max_memory_allocated() - weights) / 2**20
+    if lever["name"] in args.save_cache.split(","):
+        row.update(save_megacache(Path(args.cache_out), lever["name"]))
+    save()
+    if args.compile_only:
+        return
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    row["call_ms"] = unet_call_ms(pipeline, repeats=args.repeats, inputs=inputs)
+    row["ms_per_segment"] = row["call_ms"] / segments
+    if cuda:
+        row.update(call_peak_mb=(torch.cuda.max_memory_allocated() - weights) / 2**20, weights_mb=weights / 2**20)
+    save()
+    batch = SegmentLatents.stack([segment_latents(pipeline, seed=1 + i) for i in range(segments)])
+    began = time.perf_counter()
+    with torch.no_grad():  # as a run: with grad on, dynamo would compile the U-Net again, for training
+        latents = denoise(pipeline.unet, pipeline.make_scheduler(), batch, steps=cfg.steps, guidance=cfg.guidance)
+        synchronize(device)
+    row["denoise_s"] = time.perf_counter() - began
+    torch.save({"call": output, "latents": latents[:1].float().cpu()}, Path(args.work) / f"{lever['name']}.pt")
+    save()
+    if lever["name"] in args.roofline.split(","):
+        from unet_roofline import profile_call
+
+        row["roofline"] = profile_call(pipeline.unet, inputs, cfg.segment_frames, calls=3, scopes=cfg.compile == "off")
+        row["roofline_shape"] = {"unet": unet_config_name(cfg), "batch": inputs[0].shape[0], "dtype": cfg.dtype}
+        row["meta"] = run_meta(cfg, device, inputs[0].shape[0])
+        save()
+
+
+def save_megacache(folder: Path, name: str) -> dict[str, Any]:
+    """The portable compile cache of what this process compiled, lzma-compressed, and its sizes."""
+    import torch
+
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        return {"megacache_mb": 0.0}
+    data, _info = artifacts
+    folder.mkdir(parents=True, exist_ok=True)
+    packed = lzma.compress(data, preset=2)
+    path = folder / f"{name}{CACHE_SUFFIX}"
+    path.with_suffix(".tmp").write_bytes(packed)
+    path.with_suffix(".tmp").replace(path)
+    return {"megacache_mb": len(data) / 2**20, "megacache_xz_mb": len(packed) / 2**20}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    import torch
+
+    lever = json.loads(args.child)
+    row: dict[str, Any] = {"lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier")}
+    if lever.get("inductor"):
+        row["inductor"] = lever["inductor"]
+    result = Path(args.work) / f"{lever['name']}.json"
+
+    def save() -> None:
+        result.with_suffix(".tmp").write_text(json.dumps(row))
+        result.with_suffix(".tmp").replace(result)
+
+    if args.load_cache:
+        cache = Path(args.load_cache) / f"{lever['name']}{CACHE_SUFFIX}"
+        if cache.is_file():
+            torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
+            row["cache"] = f"loaded {cache.name}"
+    with inductor_settings(lever):
+        measure_lever(lever, args, row, save)
+    save()
+
+
+# -- the parent: levers one after another, fidelity, the table
+
+
+def run_child(lever: dict[str, Any], args: argparse.Namespace, limit: float) -> dict[str, Any]:
+    work = Path(args.work)
+    result = work / f"{lever['name']}.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--child", json.dumps(lever), *child_args(args)]
+    log = work / f"{lever['name']}.log"
+    began = time.monotonic()
+    with log.open("w") as sink:
+        # a session of its own: at the limit the whole group goes, inductor's compile workers included
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    row = json.loads(result.read_text()) if result.is_file() else {
+        "lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier")}
+    row["wall_s"] = time.monotonic() - began
+    if process.returncode == -signal.SIGKILL:
+        row["error"] = f"stopped at its time limit, {limit:.0f} s" + (
+            "" if "first_call_s" in row else " (still in its first call: compiling)")
+    elif process.returncode != 0:  # the exception's own line first, then what led to it
+        tail = [line.strip() for line in log.read_text(errors="replace").strip().splitlines()[-12:]]
+        row["error"] = f"exit {process.returncode}: {tail[-1] if tail else 'no output'}"[:400]
+        row["error_context"] = " / ".join(tail[:-1])[-600:]
+    return row
+
+
+def child_args(args: argparse.Namespace) -> list[str]:
+    """The parent's options that a lever's process needs."""
+    values = {
+        "--work": args.work, "--resolution": args.resolution, "--device": args.device, "--frames": args.frames,
+        "--steps": args.steps, "--repeats": args.repeats, "--cache-dir": args.cache_dir,
+        "--roofline": args.roofline, "--save-cache": args.save_cache, "--cache-out": args.cache_out,
+        "--load-cache": args.load_cache,
+    }
+    flags = [flag for flag, on in (("--tiny", args.tiny), ("--compile-only", args.compile_only)) if on]
+    return [str(a) for flag, value in values.items() if value != "" for a in (flag, value)] + flags
+
+
+class Fidelity:
+    """The three depths of each lever against the references, from the tensors the levers left in the work
+    folder; the latents are decoded by one eager VAE (the run's, loaded here)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.work = args, Path(args.work)
+        self.vae: Any = None
+        self.faces: dict[str, Any] = {}
+
+    def tensors(self, name: str) -> dict[str, Any] | None:
+        import torch
+
+        path = self.work / f"{name}.pt"
+        return torch.load(path) if path.is_file() else None
+
+    def decoded(self, name: str, latents: Any) -> Any:
+        """The decoded faces on the 0-255 scale (float, frames x 3 x r x r), kept on the CPU."""
+        import torch
+
+        from harness.pipeline.lipsync import LATENT_SCALE
+
+        if name not in self.faces:
+            if self.vae is None:
+                self.vae = self._load_vae()
+            vae = self.vae
+            dtype = next(vae.parameters()).dtype
+            device = next(vae.parameters()).device
+            with torch.no_grad():
+                images = vae.decode(latents[0].permute(1, 0, 2, 3).to(device, dtype) / LATENT_SCALE).sample
+            self.faces[name] = (images.float().clamp(-1, 1) * 127.5 + 127.5).cpu()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        return self.faces[name]
+
+    def _load_vae(self) -> Any:
+        from harness.models import load_vae
+        from harness.models.weights import resolve_weights
+        from harness.pipeline.lipsync import resolve_device, resolve_dtype
+
+        config = lever_config({"settings": {}}, self.args)
+        device = resolve_device(config.device)
+        weights = resolve_weights(config.weights)
+        return load_vae(weights.vae, dtype=resolve_dtype(config.dtype, device), device=device).eval()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """The depths of `row`'s lever against each reference that has run; a failure here is the row's, not
+        the call's (the levers after it still run)."""
+        try:
+            self._add(row)
+        except Exception as exc:  # recorded in the row; the call goes on
+            row["fidelity_error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+    def _add(self, row: dict[str, Any]) -> None:
+        import torch
+
+        from harness.pipeline.mask import mouth_mask
+        from metrics.fidelity import snr_db
+        from metrics.visual import psnr_db
+
+        mine = self.tensors(row["lever"])
+        if mine is None:
+            return
+        region = torch.from_numpy(mouth_mask(self.args.resolution) < 1)
+        for ref in REFERENCES:
+            theirs = self.tensors(ref) if ref != row["lever"] else None
+            if theirs is None:
+                continue
+            row[f"call_snr_db_vs_{ref}"] = snr_db(mine["call"], theirs["call"])
+            row[f"latent_snr_db_vs_{ref}"] = snr_db(mine["latents"], theirs["latents"])
+            ours, refs = self.decoded(row["lever"], mine["latents"]), self.decoded(ref, theirs["latents"])
+            error = (ours - refs)[..., region].double().pow(2).mean().item()
+            row[f"face_psnr_db_vs_{ref}"] = psnr_db(error)
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else ("inf" if value == float("inf") else f"{value:.{digits}f}")
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    base = next((r.get("ms_per_segment") for r in rows if r["lever"] == "compile"), None)
+    lines = [
+        f"{meta['device']}, {meta['resolution']}, guided call (batch 2 x {meta['frames']} frames per segment), "
+        f"{meta['weights']} weights; fidelity vs `compile: default` / vs eager (call and latent SNR dB, face PSNR "
+        "dB in the mouth region)",
+        "",
+        "| lever | settings | tier | ms per segment | x compile | first call s | call peak MB | call SNR | "
+        "latent SNR | face PSNR |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        settings = ", ".join(f"{k}: {v}" for k, v in {**r.get("settings", {}), **{
+            f"inductor.{k}": v for k, v in r.get("inductor", {}).items()}}.items()) or "eager"
+        if "ms_per_segment" not in r:
+            why = r.get("error") or r.get("skipped") or "compiled only"
+            first = f" (first call {r['first_call_s']:.0f} s)" if "first_call_s" in r else ""
+            lines.append(f"| {r['lever']} | {settings} | {r.get('tier', '')} | {why[:160]}{first} | | | | | | |")
+            continue
+        ratio = f"{base / r['ms_per_segment']:.2f}x" if base else "-"
+        depths = [
+            f"{_fmt(r.get(f'{d}_vs_compile'))} / {_fmt(r.get(f'{d}_vs_eager'))}" for d in DEPTHS
+        ]
+        lines.append(
+            f"| {r['lever']} | {settings} | {r.get('tier', '')} | {r['ms_per_segment']:.1f} | {ratio} "
+            f"| {r['first_call_s']:.0f} | {_fmt(r.get('call_peak_mb'), 0)} | " + " | ".join(depths) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_roofline(rows: list[dict[str, Any]], out: Path, resolution: int) -> None:
+    import torch
+    from unet_roofline import count_work, write_outputs
+
+    profiled = []
+    for r in rows:
+        if "roofline" not in r:
+            continue
+        shape = r["roofline_shape"]
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[shape["dtype"]]
+        work = count_work(shape["unet"], resolution, r["meta"]["frames"], shape["batch"], dtype)
+        profiled.append({"name": r["lever"], "settings": r["settings"], "first_call_s": r["first_call_s"],
+                         "call_ms": r["call_ms"], "profile": r["roofline"], "work": work})
+    if profiled:
+        write_outputs(out, resolution, profiled, next(r["meta"] for r in rows if "roofline" in r))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levers", default="eager,compile,fuse-qkv,flash,cudnn,b4",
+                        help=f"comma-separated, run in this order after the references (known: {', '.join(LEVERS)})")
+    parser.add_argument("--lever", action="append", default=[], metavar="NAME=KEY:VALUE,...",
+                        help="an extra lever: harness settings (and inductor.X options), e.g. "
+                        "best=compile:default+recipe,fuse_qkv:on")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the latent-depth denoise")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per lever (median)")
+    parser.add_argument("--timeout", type=float, default=330, help="seconds per lever unless the lever sets its own")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all levers: a lever that cannot "
+                        "get 60 s is skipped, and none gets more than what is left")
+    parser.add_argument("--roofline", default="", help="levers to profile by op class as well (e.g. eager,compile)")
+    parser.add_argument("--compile-only", action="store_true", help="only the first call: fills the caches")
+    parser.add_argument("--save-cache", default="", help="levers (comma-separated) whose portable compile cache "
+                        "is written to --cache-out as <lever>.megacache.xz")
+    parser.add_argument("--cache-out", default="", help="folder for --save-cache (default: --out)")
+    parser.add_argument("--load-cache", default="", help="folder holding <lever>.megacache.xz files to load first")
+    parser.add_argument("--work", default="/tmp/unet_levers_work", help="tensors and logs of the levers")
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    add_model_args(parser)
+    args = parser.parse_args()
+    args.cache_out = args.cache_out or args.out
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    prepare_process(args)
+    if args.child:
+        child_main(args)
+        return
+    levers = [find_lever(n) for n in filter(None, args.levers.split(","))] + [find_lever(s) for s in args.lever]
+    # the references first (eager, then compile): every later lever is compared with them as it finishes
+    levers = [lv for ref in REFERENCES[::-1] for lv in levers if lv["name"] == ref] + [
+        lv for lv in levers if lv["name"] not in REFERENCES
+    ]
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    fidelity = Fidelity(args)
+    deadline = time.monotonic() + args.budget
+    rows: list[dict[str, Any]] = []
+    meta = {"resolution": args.resolution, "frames": args.frames, "weights": "tiny" if args.tiny else "synthetic",
+            "steps": args.steps, "repeats": args.repeats, "compile_only": args.compile_only}
+    for lever in levers:
+        limit = min(lever.get("timeout", args.timeout), deadline - time.monotonic() - RESERVE_S)
+        if limit < 60:
+            row = {"lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier"),
+                   "skipped": f"the call's budget ({args.budget:.0f} s) was spent"}
+        else:
+            row = run_child(lever, args, limit)
+            fidelity.add(row)
+        rows.append(row)
+        for earlier in rows:  # a reference that ran later gives the earlier rows their figures too
+            fidelity.add(earlier)
+        meta.update(levers_meta(args))
+        write_json(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
+        print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
+    table = markdown(rows, meta)
+    (out / f"unet_levers_{args.resolution}.md").write_text(table)
+    write_roofline(rows, out, args.resolution)
+    print("\n" + table)
+
+
+def levers_meta(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cache = Path(args.cache_dir)
+    size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+    return {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "inductor_cache_mb": size / 2**20,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""bench/unet_roofline.py's accounting, on the CPU: the FLOPs by class add up to the counted total and, at 512,
+to the reference's count; inductor's kernel names, launching ops and attention shapes map to their classes; a
+profiled tiny eager call puts its time into the classes, with the attention scopes agreeing with the shape rule."""
+
+from __future__ import annotations
+
+import sys
+from itertools import pairwise
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import unet_roofline as roofline  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from unet_roofline import (  # noqa: E402
+    CONV,
+    COPIES,
+    CROSS,
+    ELEMENTWISE,
+    LINEAR,
+    MATH_CLASSES,
+    OTHER,
+    SCOPE,
+    SPATIAL,
+    TEMPORAL,
+)
+
+from harness.models.unet import load_unet  # noqa: E402
+
+
+def test_flops_by_class_add_up_to_the_reference_count_at_512():
+    work = roofline.count_work("latentsync", 512, 16, 2, torch.float16)
+    assert sum(work["flops"].values()) == pytest.approx(work["total_flops"], rel=1e-12)
+    assert work["total_flops"] / 1e12 == pytest.approx(roofline.REFERENCE_TFLOP[512], rel=1e-4)
+    assert all(work["flops"][c] > 0 for c in MATH_CLASSES)
+    assert work["flops"][ELEMENTWISE] == work["flops"][COPIES] == 0
+    assert all(work["bytes"][c] > 0 for c in (*MATH_CLASSES, ELEMENTWISE, COPIES))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("triton_poi_fused__to_copy_clone_3", COPIES),
+        ("triton_poi_fused_cat_12", COPIES),
+        ("triton_poi_fused_convolution_0", COPIES),  # a layout change for an extern convolution
+        ("triton_poi_fused_add_convolution_9", ELEMENTWISE),
+        ("triton_poi_fused_addmm_0", ELEMENTWISE),  # a matmul's bias add, split from the extern mm
+        ("triton_red_fused_add_native_group_norm_silu_12", ELEMENTWISE),
+        ("triton_per_fused_native_layer_norm_4", ELEMENTWISE),
+        ("triton_tem_fused_mm_5", LINEAR),
+        ("triton_tem_fused_convolution_2", CONV),
+        ("graph_0_cpp_fused_clone_1", COPIES),
+        ("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x128x64", None),
+    ],
+)
+def test_inductor_kernel_names_map_to_classes(name, expected):
+    assert roofline.fused_class(name) == expected
+
+
+def _chain(*links: tuple[str, list]) -> list[SimpleNamespace]:
+    """Profiler events innermost first, each (name, input shapes), linked by cpu_parent."""
+    events = [SimpleNamespace(name=name, input_shapes=shapes, cpu_parent=None) for name, shapes in links]
+    for inner, outer in pairwise(events):
+        inner.cpu_parent = outer
+    return events
+
+
+SDPA = "aten::_scaled_dot_product_flash_attention"
+
+
+@pytest.mark.parametrize(
+    ("links", "kernel", "expected"),
+    [
+        ((("aten::cudnn_convolution", []), ("aten::_convolution", []), ("aten::convolution", [])), "xmma_fprop", CONV),
+        ((("aten::add_", []), ("aten::_convolution", [])), "elementwise_kernel", CONV),  # the conv's own bias add
+        ((("aten::addmm", []), ("aten::linear", [])), "nvjet_hsh", LINEAR),
+        ((("aten::native_group_norm", []), ("aten::group_norm", [])), "RowwiseMoments", ELEMENTWISE),
+        ((("aten::copy_", []), ("aten::contiguous", [])), "elementwise_kernel", COPIES),
+        # the flash kernel's own op takes (batch, tokens, heads, dim): the SDPA op's (batch, heads, tokens, dim) decide
+        ((("aten::_flash_attention_forward", [[64, 50, 8, 40]]), (SDPA, [[32, 8, 4096, 40], [32, 8, 50, 40]])),
+         "flash_fwd", CROSS),
+        (((SDPA, [[8192, 8, 16, 40], [8192, 8, 16, 40]]),), "flash_fwd", TEMPORAL),
+        (((SDPA, [[32, 8, 4096, 40], [32, 8, 4096, 40]]),), "flash_fwd", SPATIAL),
+        ((("cuLaunchKernel", []), ("triton_poi_fused_clone_3", []), ("CompiledFunction", [])), "triton_poi_fused_clone_3",
+         COPIES),
+        ((("triton_red_fused_native_group_norm_2", []),), "triton_red_fused_native_group_norm_2", ELEMENTWISE),
+        ((), "Memcpy DtoD (Device -> Device)", COPIES),
+        ((("CompiledFunction", []),), "some_library_kernel", OTHER),
+        ((), "sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc", CONV),  # no op linked: by name
+        ((), "nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", LINEAR),
+        ((), "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::Half>>", ELEMENTWISE),
+        # an inductor kernel named after the ops it fused, a convolution's among them, is no convolution
+        ((("graph_0_cpp_fused_cat_convolution_native_group_norm_silu_6", []),), "k", ELEMENTWISE),
+        ((("triton_poi_fused__scaled_dot_product_flash_attention_3", []),), "triton_poi_fused_3", COPIES),
+    ],
+)
+def test_kernels_take_the_class_of_their_launching_ops(links, kernel, expected):
+    assert roofline.kernel_class(_chain(*links), kernel, frames=16) == (expected, None)
+
+
+def test_the_eager_scope_is_reported_where_it_disagrees_with_the_shape_rule():
+    chain = _chain((SDPA, [[32, 8, 4096, 40], [32, 8, 4096, 40]]), (SCOPE + TEMPORAL, []))
+    assert roofline.kernel_class(chain, "flash_fwd", frames=16) == (SPATIAL, TEMPORAL)
+    assert roofline.kernel_class(_chain((SDPA, []), (SCOPE + CROSS, [])), "flash_fwd", frames=16) == (CROSS, CROSS)
+
+
+def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree():
+    unet = load_unet("tiny").eval()
+    frames = 4  # no spatial layer of the tiny U-Net at 256 sees 4 tokens: the shape rule is unambiguous
+    gen = torch.Generator().manual_seed(0)
+    inputs = (
+        torch.randn(2, 13, frames, 32, 32, generator=gen),
+        torch.tensor(500),
+        torch.randn(2 * frames, 50, 384, generator=gen),
+    )
+    profile = roofline.profile_call(unet, inputs, frames, calls=1, scopes=True)
+    assert all(profile["class_ms"][c] > 0 for c in (*MATH_CLASSES, ELEMENTWISE, COPIES))
+    assert profile["scope_disagreement_ms"] == 0
+    assert sum(profile["class_ms"].values()) == pytest.approx(profile["kernel_ms"])
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in unet.modules())  # scopes removed
+    rows = roofline.roofline_rows(profile, roofline.count_work("small", 256, frames, 2, torch.float32),
+                                  call_ms=1.2 * profile["kernel_ms"], peaks=roofline.PEAKS)
+    assert {r["class"] for r in rows} >= set(roofline.CLASSES)
+    assert all("tflops" in r for r in rows if r["class"] in MATH_CLASSES)
