@@ -19,8 +19,9 @@ A trial process's life, and what may run beside what:
 4. told to stop (after its repeats; the baseline after every other trial of the input), it holds the floor for
    its profiled pass and scoring, and gives it up by exiting.
 
-One start-up at a time, so each admission sees the memory the earlier ones settled at. The seed of the round
-orders and every round's order are returned for the sweep to record (`rounds.json`). Without a coordinator
+One start-up at a time, and none beside the first process until it has reported its memory; a process not
+measured yet is counted at the largest measured so far (plus 20%). The seed of the round orders and every
+round's order are returned for the sweep to record (`rounds.json`). Without a coordinator
 (`harness run`, `--inline` or `interleave: false` sweeps, Ray) `claim_floor()` does nothing and `turns()` gives
 the trial's own number of repeats.
 """
