@@ -4,9 +4,10 @@ float values stay above the floor the baseline's float-noise probe measured; los
 at both generated-region depths. The tiers are written out here, apart from the families' declarations.
 
 Measured here (2 segments of 2 frames, 2 DDIM steps, fp32; README "Fidelity tiers"): the probe's noise is
-123 dB (latents) and 129 dB (faces), so the floors are 103 and 109 dB; float values land at 120-124 dB
-(latents) and 115-129 dB (faces); the closest lossy value, Whisper in fp16, at 72 and 79 dB: 32 and 30 dB
-under the floors. A lossy family declared float is caught by the gate (the last test).
+120 dB (latents) and 115 dB (faces), so the floors are 110 and 105 dB; float values land at 120-124 dB (latents)
+and 115-129 dB (faces), channels-last lowest, or bitwise equal (fused QKV, DeepCache interval 1); the closest
+lossy value, Whisper in fp16, at 72 and 79 dB: 38 and 26 dB under the floors. A lossy family declared float is
+caught by the gate (the last test).
 """
 
 from __future__ import annotations
