@@ -48,11 +48,19 @@ def simulate(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiments", type=int, default=1000, help="simulated trials per cell (default 1000)")
-    parser.add_argument("--repeats", type=int, nargs="+", default=[3, 4, 5, 8], help="timed rounds n per trial")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--experiments", type=int, default=1000, help="simulated trials per cell (default 1000)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, nargs="+", default=[3, 4, 5, 8], help="timed rounds n per trial"
+    )
     parser.add_argument("--spread", type=float, default=0.05, help="run-to-run spread, log-normal sigma")
-    parser.add_argument("--drift", type=float, default=0.10, help="round-to-round machine drift (drifting model)")
+    parser.add_argument(
+        "--drift", type=float, default=0.10, help="round-to-round machine drift (drifting model)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     noise.MIN_REPEATS = 1  # judge every n: the threshold itself is what the table is for
