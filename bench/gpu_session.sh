@@ -2,7 +2,9 @@
 # One device call (see README "Measured results"): install the wheels carried in .whl/ (and site archives,
 # *.zip, unpacked as they are), say which runtime packages import, then run the steps named as arguments:
 #   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
-#   sweep:NAMES  experiments/speed.yaml end to end on .gpudata/demo1_* (trials NAMES, comma-separated)
+#   speed:PART[@S]  experiments/speed/PART.yaml as shipped (5 timed repeats in rounds beside the baseline; at most
+#                S seconds, default 580); its results.csv, speed_ratios.json, rounds.json and report/ land in
+#                $OUT/speed-PART
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
@@ -59,14 +61,15 @@ for step in "$@"; do
     core)
       timeout 220 python3 bench/core_speed.py --resolutions 512 --dtypes fp16 --compile default \
         --out "$OUT" 2>&1 | tee "$OUT/core.log" | grep -v '^{' ;;
-    sweep:*)
-      trials=${step#sweep:}
-      timeout 300 python3 -m harness.cli sweep experiments/speed.yaml --no-mlflow --only "$trials" \
-        --out-dir /tmp/speed --set repeats=2 --set profile=false --set base.max_seconds=2.56 \
-        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
-        > "$OUT/sweep_${trials//,/_}.log" 2>&1
-      tail -5 "$OUT/sweep_${trials//,/_}.log"
-      python3 bench/summarise_trials.py /tmp/speed | tee "$OUT/sweep_${trials//,/_}.md" ;;
+    speed:*)
+      part=${step#speed:}
+      limit=580
+      [[ $part == *@* ]] && limit=${part##*@} && part=${part%@*}
+      timeout "$limit" python3 -m harness.cli sweep "experiments/speed/$part.yaml" --no-mlflow \
+        --out-dir "/tmp/speed-$part" > "$OUT/speed-$part.log" 2>&1
+      tail -16 "$OUT/speed-$part.log"
+      mkdir -p "$OUT/speed-$part"
+      cp -r /tmp/speed-"$part"/{results.csv,speed_ratios.json,rounds.json,sweep.json,report} "$OUT/speed-$part/" ;;
     realtime:*)
       spec=${step#realtime:}
       limit=520

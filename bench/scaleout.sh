@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13's measurement on 2 GPUs of one host (nvidia-h200-x2), one device call of about 8 minutes:
-#   1. experiments/speed.yaml, 4 fast trials on a 1.28 s clip, through Ray (harness sweep --executor ray) on
+#   1. experiments/speed/eager.yaml, 4 fast trials on a 1.28 s clip, through Ray (harness sweep --executor ray) on
 #      2 GPUs and on 1: trials per hour, from the sweep's wall time and from its trials' own span;
 #   2. one video (the whole of demo1, 240 frames, 1080x1920) at 512 with synthetic weights and pipelined stages, torchrun on 2 GPUs
 #      and one process on 1: frames/s of the run and whether the two outputs are identical, frame for frame.
@@ -32,7 +32,7 @@ for gpus in 2 1; do
   [[ $PARTS == *sweep* ]] || break
   started=$(date +%s.%N)
   CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((gpus - 1))) timeout $((gpus == 2 ? 150 : 240)) \
-    python3 -m harness.cli sweep experiments/speed.yaml --executor ray --no-mlflow --out-dir "/tmp/ray$gpus" \
+    python3 -m harness.cli sweep experiments/speed/eager.yaml --executor ray --no-mlflow --out-dir "/tmp/ray$gpus" \
     --only "$TRIALS" --set repeats=1 --set warmup=0 --set profile=false --set base.max_seconds=1.28 \
     > "$OUT/ray_sweep_${gpus}gpu.log" 2>&1
   echo "$started $(date +%s.%N)" > "/tmp/ray$gpus.wall"

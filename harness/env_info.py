@@ -107,6 +107,8 @@ def _device_info(device: Any) -> dict[str, Any]:
             device_name=props.name,
             device_capability=f"{props.major}.{props.minor}",
             device_memory_gb=round(props.total_memory / 1e9, 1),
+            # which GPU of the machine (CUDA_VISIBLE_DEVICES renumbers them): trials side by side on Ray differ
+            device_uuid=f"GPU-{props.uuid}" if getattr(props, "uuid", None) else UNKNOWN,
         )
     else:
         info["device_name"] = _safe(_cpu_model) if dev.type == "cpu" else UNKNOWN

@@ -1,17 +1,27 @@
 """Is a trial faster than its baseline, or is that the noise?
 
-Each trial keeps every timed repeat (`timed_runs.json`). Its speed ratio is its median frames/s over the
-baseline's (the baseline of the same input), and the interval around it is a percentile bootstrap: both sets of
-repeats resampled apart, 4000 times, with a fixed seed so a report is reproducible. A trial whose 95% interval
-holds 1.0 is "not distinguishable" from its baseline, and so is one with fewer than MIN_REPEATS (5) repeats on
-either side: with fewer runs the bootstrap interval of a median is too narrow, and a difference is not a result.
+Each trial keeps every timed repeat (`timed_runs.json`), and in an interleaved sweep the round each was timed in
+(harness.interleave: the baseline is timed in every round, beside the trials). A trial's speed is then judged by
+its **paired** per-round ratios: its frames/s over the baseline's of the same round, so a drift of the machine
+between rounds (another job, heat, clocks) cancels out. The ratio is the median of those ratios, and the
+interval a percentile bootstrap over the rounds (4000 resamples, a fixed seed, so a report is reproducible).
+Where the rounds cannot be paired (trials timed one after another, on Ray, or beside a baseline of an earlier
+run of the sweep) the ratio is that of the two medians, both sets of repeats resampled apart.
 
-The sweep writes `<sweep>/speed_ratios.json` (per trial: the ratio, its interval, the verdict and why, and
-whether the machine was busy while it was timed); the results table, MLflow and the reports read it from there.
+Verdicts: `faster` / `slower` when the 95% interval lies above / below 1, `not distinguishable` when it holds
+1.0, **`too few repeats`** when either side (or the pairs) has fewer than MIN_REPEATS (5) timed repeats: with
+fewer, the bootstrap interval of a median is too narrow and a difference is not a result
+(`bench/noise_simulation.py` measures how often each rule is wrong), and `no baseline` when the input's
+baseline did not finish. Neither of the last two ever reads as a comparison.
+
+The sweep writes `<sweep>/speed_ratios.json` (per trial: the ratio, its interval, the verdict and why, whether it
+was paired, and whether the machine was busy while it was timed); the results table, MLflow and the reports
+read it from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -30,7 +40,7 @@ from harness.results import (
     trial_folders,
     write_json_atomic,
 )
-from harness.trackers.machine_load import busy_reasons
+from harness.trackers.machine_load import busy_reasons, worst
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,47 +48,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEED_RATIOS_FILE = "speed_ratios.json"
-MIN_REPEATS = 5  # fewer: the interval of a median is too narrow (simulated, 5% spread: 11% false verdicts at 3, 3.5% at 5)
+# Fewer timed repeats (or paired rounds) than this give no verdict: bench/noise_simulation.py measures how often
+# each rule calls a difference that is not there, at 3, 4, 5 and 8.
+MIN_REPEATS = 5
 CONFIDENCE = 0.95
 RESAMPLES = 4000
 FASTER, SLOWER, NOT_DISTINGUISHABLE, BASELINE = "faster", "slower", "not distinguishable", "baseline"
+TOO_FEW, NO_BASELINE = "too few repeats", "no baseline"
+UNDECIDED = (NOT_DISTINGUISHABLE, TOO_FEW, NO_BASELINE)  # verdicts that claim no difference
 
 
 @dataclass(frozen=True)
 class Ratio:
-    """candidate / reference of two medians, with a bootstrap interval and what it allows one to say."""
+    """candidate / reference speed, with a bootstrap interval and what it allows one to say."""
 
     value: float
     low: float
     high: float
-    verdict: str  # FASTER (interval above 1), SLOWER (below 1) or NOT_DISTINGUISHABLE
+    verdict: str  # FASTER (interval above 1), SLOWER (below 1), NOT_DISTINGUISHABLE or TOO_FEW
     reason: str
+    paired: bool = False  # per-round ratios (the same round's baseline), else the ratio of two medians
 
 
 def _ratio_of_medians(reference: np.ndarray, candidate: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(candidate, axis=axis) / np.median(reference, axis=axis)
 
 
-def ratio_interval(
-    reference: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE
+def _median(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(values, axis=axis)
+
+
+def _judge(
+    value: float, samples: tuple[np.ndarray, ...], statistic: Any, confidence: float, paired: bool
 ) -> Ratio:
-    """Median of `candidate` over median of `reference` (per-repeat frames/s, say), with its bootstrap interval."""
-    ref, cand = np.asarray(reference, dtype=float), np.asarray(candidate, dtype=float)
-    fewest = min(len(ref), len(cand))
-    value = float(_ratio_of_medians(ref, cand)) if fewest else math.nan
-    if fewest < MIN_REPEATS:
-        reason = f"{MIN_REPEATS} timed repeats needed on each side, {fewest} measured"
-        return Ratio(value, math.nan, math.nan, NOT_DISTINGUISHABLE, reason)
-    if np.ptp(ref) == 0 and np.ptp(cand) == 0:
-        low = high = (
-            value  # no spread at all (a clock too coarse to see any): the bootstrap has nothing to draw
-        )
+    """The bootstrap interval of `statistic` over `samples` (each resampled apart) and the verdict it allows."""
+    if all(np.ptp(sample) == 0 for sample in samples):
+        # no spread at all (a clock too coarse to see any): the bootstrap has nothing to draw
+        low = high = value
     else:
         from scipy.stats import bootstrap  # only here: importing scipy.stats takes 1.5 s
 
         interval = bootstrap(
-            (ref, cand),
-            _ratio_of_medians,
+            samples,
+            statistic,
             vectorized=True,
             paired=False,
             confidence_level=confidence,
@@ -87,29 +99,84 @@ def ratio_interval(
             rng=np.random.default_rng(0),
         ).confidence_interval
         low, high = float(interval.low), float(interval.high)
-    span = f"{confidence:.0%} interval {low:.3f}-{high:.3f}"
+    span = f"{confidence:.0%} interval {low:.3f}-{high:.3f}" + (" over paired rounds" if paired else "")
     if low > 1.0:
-        return Ratio(value, low, high, FASTER, f"{span}, above 1")
+        return Ratio(value, low, high, FASTER, f"{span}, above 1", paired)
     if high < 1.0:
-        return Ratio(value, low, high, SLOWER, f"{span}, below 1")
-    return Ratio(value, low, high, NOT_DISTINGUISHABLE, f"{span} holds 1.0")
+        return Ratio(value, low, high, SLOWER, f"{span}, below 1", paired)
+    return Ratio(value, low, high, NOT_DISTINGUISHABLE, f"{span} holds 1.0", paired)
 
 
-def repeat_fps(record: TrialRecord) -> list[float]:
-    """Frames/s of each timed repeat of a finished trial ([] without timed runs)."""
+def ratio_interval(
+    reference: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE
+) -> Ratio:
+    """Median of `candidate` over median of `reference` (per-repeat frames/s, say), with its bootstrap interval:
+    for repeats that were not timed in the same rounds."""
+    ref, cand = np.asarray(reference, dtype=float), np.asarray(candidate, dtype=float)
+    fewest = min(len(ref), len(cand))
+    value = float(_ratio_of_medians(ref, cand)) if fewest else math.nan
+    if fewest < MIN_REPEATS:
+        reason = f"{MIN_REPEATS} timed repeats needed on each side, {fewest} measured"
+        return Ratio(value, math.nan, math.nan, TOO_FEW, reason)
+    return _judge(value, (ref, cand), _ratio_of_medians, confidence, paired=False)
+
+
+def paired_ratio(
+    reference: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE
+) -> Ratio:
+    """The median of candidate[i] / reference[i] (each pair timed in the same round), with a bootstrap interval
+    over the rounds."""
+    ref, cand = np.asarray(reference, dtype=float), np.asarray(candidate, dtype=float)
+    if len(ref) != len(cand):
+        raise ValueError(f"paired repeats: {len(ref)} reference and {len(cand)} candidate values")
+    ratios = cand / ref
+    value = float(np.median(ratios)) if len(ratios) else math.nan
+    if len(ratios) < MIN_REPEATS:
+        reason = f"{MIN_REPEATS} paired rounds needed, {len(ratios)} measured"
+        return Ratio(value, math.nan, math.nan, TOO_FEW, reason, paired=True)
+    return _judge(value, (ratios,), _median, confidence, paired=True)
+
+
+def timed_repeats(record: TrialRecord) -> list[tuple[str | None, float]]:
+    """(round id, frames/s) of each timed repeat of a finished trial; the round is None where the repeats were not
+    interleaved. [] without timed runs."""
     path = record.folder / TIMED_RUNS_FILE
     frames = record.result.metrics.get("frames")
     if not path.exists() or not frames:
         return []
-    return [frames / run["total_s"] for run in read_json(path)["runs"] if run.get("total_s")]
+    timed = read_json(path)
+    rounds = timed.get("rounds") or [None] * len(timed["runs"])
+    return [
+        (round_id, frames / run["total_s"])
+        for round_id, run in zip(rounds, timed["runs"], strict=True)
+        if run.get("total_s")
+    ]
+
+
+def repeat_fps(record: TrialRecord) -> list[float]:
+    """Frames/s of each timed repeat of a finished trial ([] without timed runs)."""
+    return [fps for _, fps in timed_repeats(record)]
+
+
+def compare_speed(reference: TrialRecord, candidate: TrialRecord) -> Ratio:
+    """candidate's speed over reference's: paired by round where every candidate repeat has the reference's
+    repeat of the same round beside it, else the ratio of the two medians."""
+    ref, cand = timed_repeats(reference), timed_repeats(candidate)
+    by_round = {round_id: fps for round_id, fps in ref if round_id is not None}
+    if cand and all(round_id in by_round for round_id, _ in cand):
+        return paired_ratio([by_round[round_id] for round_id, _ in cand], [fps for _, fps in cand])
+    ratio = ratio_interval([fps for _, fps in ref], [fps for _, fps in cand])
+    if any(round_id is not None for round_id, _ in cand):  # interleaved, but not beside this baseline
+        note = "; unpaired: the baseline was not timed in the same rounds (an earlier run of the sweep)"
+        return dataclasses.replace(ratio, reason=ratio.reason + note)
+    return ratio
 
 
 def machine_busy(record: TrialRecord) -> list[str]:
     """Why the machine was busy during this trial's timed repeats; [] when it was quiet."""
     path = record.folder / TIMED_RUNS_FILE
     runs = read_json(path)["runs"] if path.exists() else []
-    worst = {key: max(run[key] for run in runs if key in run) for key in {k for run in runs for k in run}}
-    return busy_reasons(worst)  # the busiest reading of each kind over the repeats
+    return busy_reasons(worst(runs))  # the busiest reading of each kind over the repeats
 
 
 def _input_of(record: TrialRecord) -> tuple[str, str]:
@@ -124,28 +191,28 @@ def _is_baseline(record: TrialRecord, baseline: str) -> bool:
 
 
 def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]:
-    fps = repeat_fps(record)
     busy = machine_busy(record)
     entry: dict[str, Any] = {
-        "timed_repeats": len(fps),
+        "timed_repeats": len(timed_repeats(record)),
         "machine_busy": str(bool(busy)).lower(),
         "machine_busy_reason": "; ".join(busy),
     }
     if reference is None:
         return {
             **entry,
-            "speed_verdict": NOT_DISTINGUISHABLE,
-            "speed_verdict_reason": "no baseline to compare",
+            "speed_verdict": NO_BASELINE,
+            "speed_verdict_reason": "the input's baseline trial did not finish (or is not in this sweep)",
         }
     if reference is record:
         return {**entry, "speedup_x": 1.0, "speed_verdict": BASELINE, "speed_verdict_reason": ""}
-    ratio = ratio_interval(repeat_fps(reference), fps)
+    ratio = compare_speed(reference, record)
     return {
         **entry,
         "speed_baseline": reference.result.trial,
         "speedup_x": ratio.value,
         "speedup_x_low": ratio.low,
         "speedup_x_high": ratio.high,
+        "speed_paired": str(ratio.paired).lower(),
         "speed_verdict": ratio.verdict,
         "speed_verdict_reason": ratio.reason,
     }

@@ -1,9 +1,11 @@
 """`harness sweep --executor ray`: every trial a Ray task, on one machine's GPUs or on a cluster's.
 
 Why it is built this way:
-- A task asks for one GPU (and the node's CPUs shared out per GPU), or one CPU for a trial that runs on the CPU,
-  and still runs its trial in a fresh process (harness.launcher), as the local executor does: clean peak-memory
-  figures, no compiled graphs leaking between the trials one Ray worker process takes in turn.
+- A task asks for one GPU and its share of that GPU's node's CPUs (a node with 128 CPUs and 8 GPUs gives 16 per
+  trial, one with 16 and 2 gives 8; Ray sets the task's OMP_NUM_THREADS from it): each task is placed on a node
+  with a free GPU, sized for that node. A trial that runs on the CPU asks for one CPU. Either way it still runs in
+  a fresh process (harness.launcher), as the local executor does: clean peak-memory figures, no compiled graphs
+  leaking between the trials one Ray worker process takes in turn.
 - The trial runs in a scratch folder on its node; the folder comes back packed as the task's return value and
   is unpacked into the sweep folder here. Nodes need no shared filesystem, only this process writes the sweep
   folder, and MLflow is logged from that folder at the end as for a local sweep: one writer, so a sqlite store
@@ -14,7 +16,9 @@ Why it is built this way:
   A trial that ran on a copy is recorded with this machine's paths and key, so resuming skips it.
 - A task that fails, or whose worker or node is lost, gives a failed trial and the sweep goes on (no retries:
   re-running the sweep re-runs failed trials and skips finished ones, as always).
-- Timed repeats are not interleaved: trials run side by side, each on its own GPU.
+- Timed repeats are not interleaved: trials run side by side, each on its own GPU, so a speed ratio compares two
+  GPUs too. The sweep records the executor (sweep.json) and each trial's host and GPU (`env.hostname`,
+  `env.device_uuid`), and the report says so.
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ def _run_task(
 
 
 def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
-    """Unpack a trial folder from its node; record it with this machine's input paths and trial key."""
+    """Unpack a trial folder from its node; record it with this machine's input paths and trial key, and that
+    it ran side by side on Ray (tag `executor`)."""
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
         tar.extractall(folder, filter="data")
@@ -127,71 +132,117 @@ def _unpack(packed: bytes, folder: Path, trial: Trial) -> TrialResult:
     if config is not None and (config["video"], config["audio"]) != (trial.video, trial.audio):
         write_json_atomic(folder / CONFIG_FILE, {**config, "video": trial.video, "audio": trial.audio})
     result = load_trial(folder).result
-    if result.key != trial.key():
-        result.key = trial.key()
-        result.write(folder)
+    result.key = trial.key()
+    result.tags["executor"] = "ray"
+    result.write(folder)
     return result
 
 
-def _resources(trial: Trial, cluster: dict[str, float]) -> dict[str, float] | None:
-    """What one trial's task asks for: a GPU and the CPUs per GPU, or one CPU; None if nothing can run it."""
+@dataclass(frozen=True)
+class _Slot:
+    """One GPU of the cluster: its node and the CPUs a trial on it asks for (the node's CPUs per GPU)."""
+
+    node_id: str
+    cpus: int
+
+
+def gpu_slots(nodes: list[dict[str, Any]]) -> list[_Slot]:
+    """A slot per GPU of every live node (`ray.nodes()`), each with its own node's CPUs per GPU."""
+    slots = []
+    for node in nodes:
+        resources = node.get("Resources", {})
+        gpus = int(resources.get("GPU", 0))
+        if node.get("Alive") and gpus:
+            slots += [_Slot(node["NodeID"], max(1, int(resources.get("CPU", 0) // gpus)))] * gpus
+    return slots
+
+
+def _on_gpu(trial: Trial, slots: list[_Slot]) -> bool | None:
+    """Whether the trial needs a GPU slot; None when it does and the cluster has no GPU at all."""
     device = trial.resolve().device
-    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
-    if device == "cpu" or (device == "auto" and not gpus):
+    if device == "cpu" or (device == "auto" and not slots):
+        return False
+    return True if slots else None
+
+
+def _options(slot: _Slot | None) -> dict[str, Any]:
+    """The task's request: one GPU and that node's CPUs per GPU, pinned to the node; or one CPU, anywhere."""
+    if slot is None:
         return {"num_cpus": 1, "num_gpus": 0}
-    if not gpus:
-        return None
-    return {"num_cpus": max(1, int(cpus // gpus)), "num_gpus": 1}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    strategy = NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
+    return {"num_cpus": slot.cpus, "num_gpus": 1, "scheduling_strategy": strategy}
+
+
+def _run_phase(ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]) -> list[TrialResult]:
+    """Run the jobs as tasks, each GPU trial started when a GPU is free and sized for its node; results as they
+    finish (a trial no node can run is failed at once)."""
+    task = ray.remote(max_retries=0)(_run_task)
+    free = gpu_slots(ray.nodes())
+    slots = list(free)
+    recordings: dict[str, list | None] = {}  # each baseline's recording of its generated region, shipped once
+    waiting, pending, results = list(jobs), {}, []
+    while waiting or pending:
+        for job in list(waiting):
+            trial, folder, reference = job
+            on_gpu = _on_gpu(trial, slots)
+            if on_gpu is None:
+                error = f"device {trial.resolve().device}: the Ray cluster has no GPU"
+                results.append(_failed(trial, folder, error))
+            elif on_gpu and not free:
+                continue  # every GPU is busy: it waits for one
+            else:
+                slot = free.pop(0) if on_gpu else None
+                task_ref = _submit(ray, task, job, shipped, recordings, _options(slot))
+                pending[task_ref] = (trial, folder, slot)
+            waiting.remove(job)
+        if pending:
+            ref, result = finish_next(ray, pending)
+            slot = pending.pop(ref)[2]
+            if slot is not None:
+                free.append(slot)
+            results.append(result)
+    return results
 
 
 def _submit(
-    ray: Any, jobs: list[Job], shipped: dict[str, _Shipped]
-) -> tuple[dict[Any, tuple[Trial, Path]], list[TrialResult]]:
-    """Start a task per job; returns the tasks running and the trials no node can run (failed)."""
+    ray: Any,
+    task: Any,
+    job: Job,
+    shipped: dict[str, _Shipped],
+    recordings: dict[str, list | None],
+    options: dict[str, Any],
+) -> Any:
     from metrics.generated_region import generated_dir
 
-    task = ray.remote(max_retries=0)(_run_task)
-    recordings: dict[str, list | None] = {}
-    cluster = ray.cluster_resources()
-    pending: dict[Any, tuple[Trial, Path]] = {}
-    unrunnable = []
-    for trial, folder, reference in jobs:
-        resources = _resources(trial, cluster)
-        if resources is None:
-            unrunnable.append(
-                _failed(trial, folder, f"device {trial.resolve().device}: the Ray cluster has no GPU")
-            )
-            continue
-        for path in (trial.video, trial.audio, reference):
-            if path is not None and str(path) not in shipped and Path(path).is_file():
-                shipped[str(path)] = _ship(ray, path)
-        baseline = shipped.get(str(reference)) if reference is not None else None
-        if reference is not None and str(reference) not in recordings:
-            folder = generated_dir(Path(reference))
-            recordings[str(reference)] = [ray.put(_pack(folder))] if folder.is_dir() else None
-        recording = recordings.get(str(reference)) if reference is not None else None
-        ref = task.options(**resources).remote(
-            trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline, recording
-        )
-        pending[ref] = (trial, folder)
-    return pending, unrunnable
+    trial, _, reference = job
+    for path in (trial.video, trial.audio, reference):
+        if path is not None and str(path) not in shipped and Path(path).is_file():
+            shipped[str(path)] = _ship(ray, path)
+    baseline = shipped.get(str(reference)) if reference is not None else None
+    if reference is not None and str(reference) not in recordings:
+        recording = generated_dir(Path(reference))
+        recordings[str(reference)] = [ray.put(_pack(recording))] if recording.is_dir() else None
+    recording_ref = recordings.get(str(reference)) if reference is not None else None
+    return task.options(**options).remote(
+        trial.to_dict(), shipped[trial.video], shipped[trial.audio], baseline, recording_ref
+    )
 
 
-def gather(ray: Any, pending: dict[Any, tuple[Trial, Path]]) -> list[TrialResult]:
-    """Each task's trial folder as it finishes; a failed task or a lost worker or node gives a failed trial."""
-    results = []
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        trial, folder = pending.pop(ref)
-        try:
-            result = _unpack(ray.get(ref), folder, trial)
-        except ray.exceptions.RayError as exc:
-            summary = (str(exc).strip().splitlines() or [""])[0]
-            error = f"Ray task failed or lost: {type(exc).__name__}: {summary}"[:300]
-            result = _failed(trial, folder, error, str(exc)[-3000:])
-        log.info("trial %s: %s (%d still running)", trial.name, result.status, len(pending))
-        results.append(result)
-    return results
+def finish_next(ray: Any, pending: dict[Any, tuple]) -> tuple[Any, TrialResult]:
+    """The next task to finish and its trial's result (pending: task -> (trial, its folder here, ...)); a failed
+    task or a lost worker or node gives a failed trial."""
+    [ref], _ = ray.wait(list(pending), num_returns=1)
+    trial, folder = pending[ref][:2]
+    try:
+        result = _unpack(ray.get(ref), folder, trial)
+    except ray.exceptions.RayError as exc:
+        summary = (str(exc).strip().splitlines() or [""])[0]
+        error = f"Ray task failed or lost: {type(exc).__name__}: {summary}"[:300]
+        result = _failed(trial, folder, error, str(exc)[-3000:])
+    log.info("trial %s: %s (%d still running)", trial.name, result.status, len(pending) - 1)
+    return ref, result
 
 
 def _failed(trial: Trial, folder: Path, error: str, details: str = "") -> TrialResult:
@@ -220,11 +271,7 @@ def run_on_ray(jobs: list[Job], address: str | None = None) -> list[TrialResult]
             else [jobs]
         )
         shipped: dict[str, _Shipped] = {}
-        results: list[TrialResult] = []
-        for phase in phases:
-            pending, unrunnable = _submit(ray, phase, shipped)
-            results += unrunnable + gather(ray, pending)
-        return results
+        return [result for phase in phases for result in _run_phase(ray, phase, shipped)]
     finally:
         if started:
             ray.shutdown()

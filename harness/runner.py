@@ -131,10 +131,10 @@ def _measure(
     """Load (transforms included), then the cold run (which also records or compares what it generates, for
     the fidelity gate), warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
-    from harness.interleave import take_turn
+    from harness.interleave import claim_floor, turns
     from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
-    from harness.trackers.memory import MemoryTracker
+    from harness.trackers.memory import MemoryTracker, process_footprint
     from harness.trackers.profile import CProfileTracker
     from harness.trackers.timer import StageTimer
     from variants import load_pipeline
@@ -142,12 +142,13 @@ def _measure(
     load_started = time.perf_counter()
     pipeline = load_pipeline(config)
     metrics: dict[str, float] = {"load_s": time.perf_counter() - load_started}
+    claim_floor(folder)  # in an interleaved sweep, what follows runs alone (harness.interleave)
 
     def timed_run(observe: Any = None) -> tuple[dict[str, float], Any]:
         memory = MemoryTracker(pipeline.device)
         timer = StageTimer(pipeline.device, memory=memory)
         began = time.perf_counter()
-        with memory, MachineLoad() as load:
+        with memory, MachineLoad(pipeline.device) as load:
             run = pipeline.run(config.video, config.audio, output, timer=timer, observe=observe)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
@@ -166,11 +167,14 @@ def _measure(
     metrics.update(fidelity.after_cold_run(pipeline))
     for _ in range(trial.warmup):
         timed_run()
-    for _ in range(trial.repeats):
-        take_turn()  # in an interleaved sweep, wait for this trial's slot in the round (harness.interleave)
+    rounds = []
+    # in an interleaved sweep each repeat waits for its slot in a round (harness.interleave)
+    for round_id in turns(trial.repeats, folder, lambda: process_footprint(pipeline.device)):
         runs.append(timed_run()[0])
-    # every repeat kept: the sweep's speed ratios bootstrap over them (harness.noise)
-    write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": cold, "runs": runs})
+        rounds.append(round_id)
+    # every repeat kept, with its round: the sweep's speed ratios pair and bootstrap them (harness.noise)
+    timed = {"cold": cold, "runs": runs, **({"rounds": rounds} if any(rounds) else {})}
+    write_json_atomic(folder / TIMED_RUNS_FILE, timed)
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
     if compiled:

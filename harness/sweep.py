@@ -41,6 +41,8 @@ TOP_KEYS = (
     "score",
     "keep_video",
     "interleave",
+    "max_processes",
+    "overlap_startup",
     "experiment",
     "score_options",
 )
@@ -70,6 +72,8 @@ class Sweep:
     description: str = ""
     lines: dict[tuple, int] = field(default_factory=dict)
     interleave: bool = True  # repeats of the trials sharing an input in rounds (harness.interleave)
+    max_processes: int | None = None  # trial processes of an input alive at once; None: as memory allows
+    overlap_startup: bool = True  # a trial process's start-up beside others' untimed work
     overrides: list[str] = field(default_factory=list)  # the --set and --only given: the report's command
     only: list[str] = field(default_factory=list)
     unselected: list[Trial] = field(default_factory=list)  # the file's trials that --only leaves out
@@ -179,10 +183,21 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, only: list[
         description=str(data.get("description") or ""),
         lines=lines,
         interleave=bool(data.get("interleave", True)),
+        max_processes=_max_processes(data.get("max_processes", "auto"), at),
+        overlap_startup=bool(data.get("overlap_startup", True)),
         overrides=list(overrides or []),
         only=list(only or []),
         unselected=[t for t in trials if not any(t is chosen for chosen in selected)],
     )
+
+
+def _max_processes(value: Any, at: _Locator) -> int | None:
+    """`auto` (as many as the measured memory allows) or a number >= 2 (the baseline and a trial)."""
+    if value in ("auto", None):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise at.fail(f"max_processes must be 'auto' or a whole number >= 2, got {value!r}", "max_processes")
+    return value
 
 
 def _check_name(name: str, at: _Locator) -> str:
@@ -648,7 +663,8 @@ def _run_sweep(
             "file": str(sweep.path),
             "baseline": sweep.baseline,
             "experiment": sweep.experiment,
-            "command": sweep_command(sweep, out_dir, inline),
+            "executor": "inline" if inline else executor,
+            "command": sweep_command(sweep, out_dir, inline, executor, ray_address),
             "trials": [
                 t.name for t in sweep.trials
             ],  # what this run set out to do: a report tells what is missing
@@ -670,7 +686,7 @@ def _run_sweep(
             result = run_trial(trial, folder, baseline_output=baseline_outputs.get(trial.input_name))
         elif sweep.interleave or executor == "ray":
             deferred.append((trial, folder, baseline_outputs.get(trial.input_name)))
-            if trial.is_baseline:  # where it will write: it finishes before the others' last round
+            if trial.is_baseline:  # where it will write: its cold run comes before any other trial's
                 baseline_outputs[trial.input_name] = output_path(trial.resolve(), folder)
             continue
         else:
@@ -683,7 +699,7 @@ def _run_sweep(
 
         results += run_on_ray(deferred, ray_address)
     else:
-        results += _run_in_rounds(deferred)
+        results += _run_in_rounds(deferred, sweep, out_dir)
     if not all(t.keep_video for t in sweep.trials):
         for output in baseline_outputs.values():
             output.unlink(missing_ok=True)
@@ -732,12 +748,16 @@ def write_summaries(
         raise LoggingFailed(failure, results)
 
 
-def _run_in_rounds(deferred: list[tuple[Trial, Path, Path | None]]) -> list[TrialResult]:
-    """Each input's trials in fresh processes, their timed repeats interleaved (harness.interleave)."""
+def _run_in_rounds(
+    deferred: list[tuple[Trial, Path, Path | None]], sweep: Sweep, out_dir: Path
+) -> list[TrialResult]:
+    """Each input's trials in fresh processes, their timed repeats in rounds beside the baseline's
+    (harness.interleave); how each input's rounds ran goes to `<sweep>/rounds.json`."""
     from functools import partial
 
-    from harness.interleave import run_interleaved
+    from harness.interleave import Job, run_interleaved
     from harness.launcher import run_in_subprocess
+    from harness.results import read_json, write_json_atomic
 
     results: list[TrialResult] = []
     for input_name in dict.fromkeys(trial.input_name for trial, _, _ in deferred):
@@ -746,14 +766,26 @@ def _run_in_rounds(deferred: list[tuple[Trial, Path, Path | None]]) -> list[Tria
             "trials of input %s: %s, repeats interleaved", input_name, ", ".join(t.name for t, _, _ in group)
         )
         jobs = [
-            partial(run_in_subprocess, trial, folder, baseline_output=ref) for trial, folder, ref in group
+            Job(
+                partial(run_in_subprocess, trial, folder, baseline_output=ref),
+                folder,
+                trial.name,
+                trial.repeats,
+                trial.is_baseline,
+            )
+            for trial, folder, ref in group
         ]
-        results += [r for r in run_interleaved(jobs) if r is not None]
+        rounds = run_interleaved(jobs, sweep.max_processes, sweep.overlap_startup)
+        results += [r for r in rounds.results if r is not None]
+        path = out_dir / "rounds.json"
+        write_json_atomic(path, {**(read_json(path) if path.exists() else {}), input_name: rounds.record})
     return results
 
 
-def sweep_command(sweep: Sweep, out_dir: Path, inline: bool = False) -> str:
-    """The `harness sweep` command line that reproduces this sweep (same file, overrides and trials)."""
+def sweep_command(
+    sweep: Sweep, out_dir: Path, inline: bool = False, executor: str = "local", ray_address: str | None = None
+) -> str:
+    """The `harness sweep` command line that reproduces this sweep (same file, overrides, trials, executor)."""
     import shlex
 
     words = ["harness", "sweep", str(sweep.path), "--out-dir", str(out_dir)]
@@ -763,6 +795,8 @@ def sweep_command(sweep: Sweep, out_dir: Path, inline: bool = False) -> str:
         words += ["--only", ",".join(sweep.only)]
     if inline:
         words.append("--inline")
+    if executor != "local":
+        words += ["--executor", executor] + (["--address", ray_address] if ray_address else [])
     return shlex.join(words)
 
 

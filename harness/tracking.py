@@ -73,6 +73,7 @@ SPEED_TAGS = (
     "speed_verdict",
     "speed_verdict_reason",
     "speed_baseline",
+    "speed_paired",
     "machine_busy",
     "machine_busy_reason",
 )

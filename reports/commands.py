@@ -17,17 +17,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Prints the comparison; exits 1 when a trial regressed beyond the noise (for CI)."""
-    from reports.compare import REGRESSION, compare, compare_markdown
+    """Prints the comparison; exits 1 when a trial regressed beyond the noise, 2 when none could be compared."""
+    from reports.compare import compare, compare_markdown, exit_status
     from reports.sweep_data import locate
 
     a, b = (locate(ref, tracking_uri=args.tracking_uri) for ref in (args.a, args.b))
-    table = compare(a, b, tolerance=args.tolerance)
-    text = compare_markdown(a, b, table)
+    comparison = compare(a, b, tolerance=args.tolerance)
+    text = compare_markdown(a, b, comparison)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)
-    return 1 if (table["verdict"] == REGRESSION).any() else 0
+    return exit_status(comparison)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--tracking-uri", help="MLflow store to resolve a run id in (default as for sweeps)")
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser(
-        "compare", help="two sweeps trial by trial: speed ratio B/A with interval; exit 1 on a regression"
+        "compare",
+        help="two sweeps trial by trial: speed ratio B/A with interval; exit 1 on a regression, 2 when no trial "
+        "could be compared (each one not compared is listed with why), 0 otherwise",
     )
     compare.add_argument("a", help="the reference sweep (folder, name under outputs/ or MLflow run id)")
     compare.add_argument("b", help="the sweep to judge against it")

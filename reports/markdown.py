@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.noise import MIN_REPEATS, NOT_DISTINGUISHABLE
+from harness.noise import MIN_REPEATS, UNDECIDED
 from metrics.fidelity import FAILED, FLOAT_MARGIN_DB
 from metrics.float_noise import METHOD
 from reports.sweep_data import SweepData
@@ -55,6 +55,8 @@ def _banners(data: SweepData) -> list[str]:
             "(random values in the real or a reduced architecture). Their speed figures measure the pipeline's "
             "cost; their quality scores do not describe LatentSync."
         )
+    if data.info.get("executor") == "ray":
+        out.append(_side_by_side(data))
     busy = ok[ok.get("machine_busy", pd.Series(dtype=object)).astype(str).str.lower().eq("true")]
     if not busy.empty:
         reasons = "\n".join(f"> - `{r.trial}`: {r.machine_busy_reason}" for r in busy.itertuples())
@@ -63,6 +65,22 @@ def _banners(data: SweepData) -> list[str]:
             f"load; run again on a quiet machine before drawing conclusions.\n>\n{reasons}"
         )
     return out
+
+
+def _side_by_side(data: SweepData) -> str:
+    """Ray ran the trials side by side, each on a GPU of its own: a ratio compares two GPUs as well."""
+    ok = data.ok
+    gpus = (
+        ok.get("env.hostname", pd.Series("", index=ok.index)).astype(str)
+        + " "
+        + ok.get("env.device_uuid", pd.Series("", index=ok.index)).astype(str)
+    )
+    return (
+        f"> **Trials ran side by side** (`--executor ray`) on {gpus.nunique()} GPU(s) or hosts (`env.hostname`, "
+        "`env.device_uuid` in results.csv). Each trial's speed ratio compares its GPU with its baseline's, "
+        "timed at other moments and not in rounds: two GPUs of one model differ by a few percent, so small "
+        "ratios are not results. Run the sweep without `--executor ray` to time the trials in rounds on one GPU."
+    )
 
 
 def _failed_gates(data: SweepData) -> str:
@@ -130,7 +148,7 @@ def _image(title: str, file: str) -> str:
 def render(data: SweepData, parts: ReportParts) -> str:
     """The whole report.md text."""
     ok = data.ok
-    undecided = ok[ok.get("speed_verdict", pd.Series(dtype=object)).eq(NOT_DISTINGUISHABLE)]
+    undecided = ok[ok.get("speed_verdict", pd.Series(dtype=object)).isin(UNDECIDED)]
     sections = [f"# Sweep `{data.name}`", _failed_gates(data), *_banners(data)]
     sections.append(
         f"Read from `{data.folder}` (results.csv, speed_ratios.json, the trials' folders); nothing was re-measured. "
@@ -138,9 +156,11 @@ def render(data: SweepData, parts: ReportParts) -> str:
     )
     sections += ["## Speed", speed_markdown(data, parts.links)]
     sections.append(
-        "x baseline: the trial's median frames/s over its baseline's, with the 95% bootstrap interval over the "
-        f"timed repeats. **not distinguishable**: the interval holds 1.0, or either side has fewer than "
-        f"{MIN_REPEATS} timed repeats; such a difference is noise, not a result"
+        "x baseline: the median of the trial's frames/s over its baseline's in the same round (trials and "
+        "baseline timed in rounds, `speed_paired`), else the ratio of the two medians, with the 95% bootstrap "
+        "interval. **not distinguishable**: the interval holds 1.0; **too few repeats**: fewer than "
+        f"{MIN_REPEATS} timed repeats (or paired rounds) on a side; **no baseline**: its baseline did not "
+        "finish. None of these is a result"
         + (f" ({', '.join(f'`{t}`' for t in undecided['trial'])})." if not undecided.empty else ".")
         + " Stage times are medians over the timed repeats."
     )

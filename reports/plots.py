@@ -190,19 +190,23 @@ def _finite(values: pd.Series) -> pd.Series:
 
 def _ratio_plot(names: list[str], ok: pd.DataFrame, colours: list[str], path: Path) -> Path:
     """Each trial's speed over its baseline's with the 95% interval; grey where it cannot be told from 1."""
+    from harness.noise import UNDECIDED
+
     figure = new_figure(7, 0.4 * len(names) + 1.6)
     ax = figure.add_subplot()
     value = ok["speedup_x"].astype(float)
     low = (value - ok.get("speedup_x_low", value)).astype(float).fillna(0.0).clip(lower=0)
     high = (ok.get("speedup_x_high", value) - value).astype(float).fillna(0.0).clip(lower=0)
     verdicts = list(ok.get("speed_verdict", [""] * len(names)))
-    shades = [c if v != "not distinguishable" else "#bbbbbb" for c, v in zip(colours, verdicts, strict=True)]
+    shades = [c if v not in UNDECIDED else "#bbbbbb" for c, v in zip(colours, verdicts, strict=True)]
     ax.barh(range(len(names)), value.fillna(0.0), xerr=[low, high], color=shades, capsize=3)
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlabel("frames/s over the baseline's, 95% bootstrap interval")
-    ax.set_title("speed ratio to the baseline (grey: not distinguishable from 1)", fontsize="medium")
+    ax.set_title(
+        "speed ratio to the baseline (grey: no verdict: within noise or too few repeats)", fontsize="medium"
+    )
     return save_png(figure, path)
 
 

@@ -1,6 +1,11 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# One thread for torch's kernels in every test process and the trial processes they start (set before any test
+# module imports torch): README's command runs two workers on two cores, and they must not fight over them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -33,3 +33,12 @@ def test_one_distribution_provides_cv2():
         "(README, Set up: InsightFace goes in with --no-deps; to repair: pip uninstall -y opencv-python "
         "opencv-python-headless opencv-contrib-python && pip install --force-reinstall --no-deps opencv-contrib-python)"
     )
+
+
+def test_ci_runs_the_readmes_test_command():
+    """README's second command (install the extras and the parity packages, run the tests) is what .ci/run runs,
+    word for word, with only CI's own additions after it."""
+    commands = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    readme = next(c for c in commands if "pytest" in c)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"\n{readme} --durations=10\n" in ci

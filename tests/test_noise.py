@@ -1,9 +1,12 @@
 """Interleaved repeats and the noise verdict, on stand-in trial processes that time a sleep (a second or two).
 
-Three trial processes share one input: the baseline sleeps 20 ms per repeat, `fast` 10 ms, and `noisy` a
-different length each time (drawn at random once; fixed here so the test is repeatable). Their repeats must
-run in rounds, one process at a time; `fast` must come out faster with its interval above 1, and `noisy` must
-be marked not distinguishable in speed_ratios.json, the results table and the report.
+A stand-in speaks the trial process's side of harness.interleave as harness.runner does (start-up, claim the
+floor, a cold run, then a timed repeat per turn), logs when each phase began and ended, and leaves the trial
+files a real trial leaves (result.json, config.json, timed_runs.json with the rounds). In the first sweep the
+baseline sleeps 20 ms per repeat, `fast` 10 ms and `noisy` a different length each time (drawn at random once;
+fixed here so the test is repeatable): `fast` must come out faster with its interval above 1 and `noisy` not
+distinguishable, from paired rounds. Then the schedule itself: at most as many processes alive as asked or as
+the (fake) device's memory allows, the baseline timed in every round, and start-ups never beside a timed repeat.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.interleave import run_interleaved
+from harness.interleave import Job, run_interleaved
 from harness.noise import (
     NOT_DISTINGUISHABLE,
+    TOO_FEW,
+    paired_ratio,
     ratio_interval,
     warn_if_busy,
     with_speed_ratios,
@@ -27,71 +33,190 @@ from harness.noise import (
 from harness.results import collect_results
 
 ROOT = Path(__file__).resolve().parents[1]
-SLEEPS_MS = {"baseline": [20] * 5, "fast": [10] * 5, "noisy": [5, 60, 12, 45, 25]}
+SLEEPS_MS = {"baseline": [20], "fast": [10] * 5, "noisy": [5, 60, 12, 45, 25]}
 
-# One stand-in trial process: take a turn before each timed repeat (as harness.runner does), log when each slot
-# began and ended, then leave the trial files a real trial leaves (result.json, config.json, timed_runs.json).
+# One stand-in trial process. Its "device" is a JSON file of what each live stand-in holds, so the memory it
+# reports at each park (held and free MB) follows the processes alive, as a GPU's would.
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
-from harness.interleave import take_turn
+from harness.interleave import claim_floor, turns
 from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
-name, folder, log = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-runs = []
-for ms in json.loads(sys.argv[4]):
-    take_turn()
+spec = json.loads(sys.argv[1])
+folder, name = Path(spec["folder"]), spec["name"]
+device = Path(spec["device"])
+
+def log(event):
+    with open(spec["log"], "a") as f:
+        f.write(f"{name} {event} {time.time()}\\n")
+
+def hold(mb):
+    holding = json.loads(device.read_text()) if device.exists() else {}
+    holding[name] = mb
+    write_json_atomic(device, holding)
+
+def memory():
+    used = sum(json.loads(device.read_text()).values())
+    return {"held_mb": spec["held_mb"], "free_mb": spec["total_mb"] - used, "total_mb": spec["total_mb"]}
+
+log("start")
+time.sleep(spec["startup_s"])
+hold(spec["held_mb"])
+log("ready")
+claim_floor(folder)
+log("warm")
+time.sleep(spec["warm_s"])
+log("warmed")
+runs, rounds = [], []
+for i, round_id in enumerate(turns(spec["repeats"], folder, memory)):
     began = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"{name} {time.time()}\\n")
-    time.sleep(ms / 1000)
+    log("timed")
+    time.sleep(spec["sleeps_ms"][i % len(spec["sleeps_ms"])] / 1000)
     runs.append({"total_s": time.perf_counter() - began, "other_cpu_pct": 0.0})
-    with open(log, "a") as f:
-        f.write(f"{name} {time.time()}\\n")
-write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs})
+    rounds.append(round_id)
+    log("untimed")
+write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs, "rounds": rounds})
 write_json_atomic(folder / "config.json", {"video": "clip.mp4", "audio": "clip.wav"})
 TrialResult(trial=name, status="ok", metrics={"frames": 1.0, "fps": 1.0}).write(folder)
+hold(0)
+log("end")
 """
 
 
-def _child(name: str, sweep: Path, log: Path) -> int:
-    folder = sweep / "trials" / f"{name}-0000"
-    folder.mkdir(parents=True)
-    args = [sys.executable, "-c", CHILD, name, str(folder), str(log), json.dumps(SLEEPS_MS[name])]
-    return subprocess.run(args, cwd=ROOT, check=True).returncode
+def _child(spec: dict) -> int:
+    return subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, check=True).returncode
+
+
+def _jobs(sweep: Path, sleeps: dict[str, list[int]], **spec) -> list[Job]:
+    jobs = []
+    for name, ms in sleeps.items():
+        folder = sweep / "trials" / f"{name}-0000"
+        folder.mkdir(parents=True)
+        child = {
+            "name": name,
+            "folder": str(folder),
+            "log": str(sweep / "phases.log"),
+            "device": str(sweep / "device.json"),
+            "sleeps_ms": ms,
+            "repeats": 5,
+            "startup_s": 0.0,
+            "warm_s": 0.0,
+            "held_mb": 100,
+            "total_mb": 10**6,
+            **spec,
+        }
+        jobs.append(Job(partial(_child, child), folder, name, 5, baseline=name == "baseline"))
+    return jobs
+
+
+def _phases(sweep: Path) -> list[tuple[str, str, float]]:
+    lines = (sweep / "phases.log").read_text().split("\n")
+    return sorted(
+        ((n, e, float(t)) for n, e, t in (line.split() for line in lines if line)), key=lambda x: x[2]
+    )
+
+
+def _spans(phases: list, begin: str, end: str) -> list[tuple[str, float, float]]:
+    """(process, begin, end) of every phase from `begin` to the next `end` of the same process."""
+    spans, open_at = [], {}
+    for name, event, at in phases:
+        if event == begin:
+            open_at[name] = at
+        elif event == end and name in open_at:
+            spans.append((name, open_at.pop(name), at))
+    return spans
+
+
+def _overlapping(a: list, b: list) -> list:
+    return [(x, y) for x in a for y in b if x[0] != y[0] and x[1] < y[2] and y[1] < x[2]]
 
 
 @pytest.fixture(scope="module")
-def noisy_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def noisy_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     sweep = tmp_path_factory.mktemp("sweep")
-    log = sweep / "slots.log"
-    jobs = [lambda name=name: _child(name, sweep, log) for name in SLEEPS_MS]
-    assert run_interleaved(jobs) == [0, 0, 0]
+    rounds = run_interleaved(_jobs(sweep, SLEEPS_MS), seed=7)
+    assert rounds.results == [0, 0, 0]
     (sweep / "sweep.json").write_text(json.dumps({"name": "noise", "baseline": "baseline"}))
     write_speed_ratios(sweep, "baseline")
-    return sweep
+    return sweep, rounds.record
 
 
-def test_repeats_run_in_rounds_one_process_at_a_time(noisy_sweep: Path) -> None:
-    lines = [line.split() for line in (noisy_sweep / "slots.log").read_text().splitlines()]
-    order = [name for name, _ in lines[::2]]
-    assert order == ["baseline", "fast", "noisy"] * 5
-    times = [float(t) for _, t in lines]
-    assert times == sorted(times)  # every slot ended before the next began: no two ran at once
+def test_repeats_run_in_shuffled_rounds_beside_the_baseline_one_process_at_a_time(noisy_sweep) -> None:
+    sweep, record = noisy_sweep
+    phases = _phases(sweep)
+    order = [name for name, event, _ in phases if event == "timed"]
+    assert len(order) == 15 and record["seed"] == 7
+    assert [sorted(order[i : i + 3]) for i in range(0, 15, 3)] == [["baseline", "fast", "noisy"]] * 5
+    assert [order[i : i + 3] for i in range(0, 15, 3)] == record[
+        "rounds"
+    ]  # the recorded orders are the real ones
+    assert len({tuple(r) for r in record["rounds"]}) > 1  # shuffled, not always the same order
+    busy = _spans(phases, "timed", "untimed") + _spans(phases, "warm", "warmed")
+    assert not _overlapping(busy, busy)  # no two processes worked at once
+    timed = json.loads(next((sweep / "trials").glob("fast-*/timed_runs.json")).read_text())
+    assert timed["rounds"] == [f"00000007-{i}" for i in range(1, 6)]
 
 
-def test_a_noisy_trial_is_not_distinguishable_and_a_real_gain_is(noisy_sweep: Path) -> None:
-    table = with_speed_ratios(collect_results(noisy_sweep), noisy_sweep).set_index("trial")
+def test_a_noisy_trial_is_not_distinguishable_and_a_real_gain_is(noisy_sweep) -> None:
+    sweep, _ = noisy_sweep
+    table = with_speed_ratios(collect_results(sweep), sweep).set_index("trial")
     assert table.loc["fast", "speed_verdict"] == "faster" and table.loc["fast", "speedup_x_low"] > 1.2
+    assert table.loc["fast", "speed_paired"] == "true"
     assert table.loc["noisy", "speed_verdict"] == NOT_DISTINGUISHABLE
     assert table.loc["noisy", "speedup_x_low"] < 1.0 < table.loc["noisy", "speedup_x_high"]
     assert table.loc["baseline", "speed_verdict"] == "baseline"
-    assert warn_if_busy(noisy_sweep) == []  # the stand-ins report an idle machine
+    assert warn_if_busy(sweep) == []  # the stand-ins report an idle machine
 
 
-def test_too_few_repeats_are_never_a_result() -> None:
-    ratio = ratio_interval([10.0, 10.0], [20.0, 20.0])
-    assert ratio.value == pytest.approx(2.0) and ratio.verdict == NOT_DISTINGUISHABLE
-    assert "5 timed repeats needed" in ratio.reason and pd.isna(ratio.low)
+def test_too_few_repeats_are_a_verdict_of_their_own() -> None:
+    for ratio in (ratio_interval([10.0] * 5, [20.0, 20.0]), paired_ratio([10.0] * 4, [20.0] * 4)):
+        assert ratio.value == pytest.approx(2.0) and ratio.verdict == TOO_FEW and pd.isna(ratio.low)
+    assert "5 timed repeats needed on each side, 2 measured" in ratio_interval([1.0] * 5, [1.0] * 2).reason
+    assert "5 paired rounds needed, 4 measured" in paired_ratio([1.0] * 4, [1.0] * 4).reason
+
+
+def test_pairing_cancels_a_drift_the_unpaired_ratio_cannot_see_through() -> None:
+    # a machine slowing round by round, the trial 10% faster than the baseline in every round
+    baseline = [10.0, 8.0, 12.0, 7.0, 11.0]
+    trial = [1.1 * fps for fps in baseline]
+    assert paired_ratio(baseline, trial).verdict == "faster"
+    assert ratio_interval(baseline, trial).verdict == NOT_DISTINGUISHABLE
+
+
+def test_at_most_max_processes_are_alive_and_the_baseline_is_timed_beside_every_trial(tmp_path: Path) -> None:
+    sleeps = {name: [1] for name in ("baseline", "a", "b", "c")}
+    rounds = run_interleaved(_jobs(tmp_path, sleeps), max_processes=2)
+    assert rounds.results == [0] * 4
+    _check_schedule(tmp_path, rounds.record, most_alive=2)
+
+
+def test_no_more_processes_are_alive_than_the_devices_memory_holds(tmp_path: Path) -> None:
+    # 1000 MB each on a 3500 MB device: after the baseline, one trial fits (1.2 x 1000 with 10% kept free)
+    sleeps = {name: [1] for name in ("baseline", "a", "b", "c")}
+    rounds = run_interleaved(_jobs(tmp_path, sleeps, held_mb=1000, total_mb=3500))
+    _check_schedule(tmp_path, rounds.record, most_alive=2)
+    assert rounds.record["largest_process_mb"] == 1000
+
+
+def _check_schedule(sweep: Path, record: dict, most_alive: int) -> None:
+    lives = _spans(_phases(sweep), "start", "end")
+    assert max(sum(b <= at < e for _, b, e in lives) for _, at, _ in lives) == most_alive
+    baseline = json.loads(next((sweep / "trials").glob("baseline-*/timed_runs.json")).read_text())["rounds"]
+    for name in ("a", "b", "c"):
+        trial = json.loads(next((sweep / "trials").glob(f"{name}-*/timed_runs.json")).read_text())["rounds"]
+        assert len(trial) == 5 and set(trial) <= set(baseline)  # each repeat has the baseline's beside it
+    assert len(baseline) == len(record["rounds"]) == 15  # one baseline repeat per round, trials one by one
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_start_up_never_runs_beside_a_timed_repeat(tmp_path: Path, overlap: bool) -> None:
+    sleeps = {"baseline": [20], "a": [20], "b": [20]}
+    run_interleaved(_jobs(tmp_path, sleeps, startup_s=0.4, warm_s=0.4), overlap_startup=overlap)
+    phases = _phases(tmp_path)
+    startups = _spans(phases, "start", "ready")
+    assert not _overlapping(startups, _spans(phases, "timed", "untimed"))
+    beside_warm_ups = _overlapping(startups, _spans(phases, "warm", "warmed"))
+    assert bool(beside_warm_ups) == overlap  # with overlap_startup, the next one starts up during a cold run
 
 
 def test_a_busy_machine_is_reported(tmp_path: Path) -> None:
@@ -106,15 +231,16 @@ def test_a_busy_machine_is_reported(tmp_path: Path) -> None:
     assert "other processes used 55% of the CPU" in warning and "load average 3.9 on 2 cores" in warning
 
 
-def test_the_report_marks_the_noisy_trial_and_draws_real_images(noisy_sweep: Path) -> None:
+def test_the_report_marks_the_noisy_trial_and_draws_real_images(noisy_sweep) -> None:
     import cv2
 
     from reports.build import write_report
 
-    text = write_report(noisy_sweep).read_text()
+    sweep, _ = noisy_sweep
+    text = write_report(sweep).read_text()
     noisy_row = next(line for line in text.splitlines() if line.startswith("| noisy |"))
     assert "not distinguishable" in noisy_row and "faster" in text
-    pngs = sorted((noisy_sweep / "report").glob("*.png"))
+    pngs = sorted((sweep / "report").glob("*.png"))
     assert {"speed_ratios.png", "fps.png"} <= {p.name for p in pngs}
     for png in pngs:
         image = cv2.imread(str(png))

@@ -1,6 +1,7 @@
 """`harness sweep --executor ray` on a two-CPU local Ray cluster: the same trials and results table as the
 local executor, a lost worker gives a failed trial, and a re-run skips finished trials."""
 
+import json
 import os
 import textwrap
 
@@ -31,15 +32,24 @@ SAME = ["trial", "status", "frames", "tier", "weights.synthetic"]
 @pytest.fixture(scope="module")
 def ray():
     if os.environ.get("CI") != "true":
-        pytest.importorskip("ray")
+        pytest.importorskip("ray", reason='pip install -e ".[ray]"')
     import ray
+    import torch
 
-    # One torch thread in every trial, here and in the workers (which inherit this environment): the tiny
-    # outputs, and so the PSNR between trials, are then the same whichever executor ran them.
+    # One torch thread in every trial, in this process (the inline reference) and in the workers' trial
+    # processes (which inherit this environment): the tiny outputs, and so the frames compared below, then do
+    # not depend on how many threads split each sum, whatever the machine or OMP_NUM_THREADS of the test run.
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False)
     yield ray
     ray.shutdown()
+    torch.set_num_threads(threads)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
 
 
 def _sweep(tmp_path):
@@ -71,6 +81,12 @@ def test_a_ray_sweep_gives_the_local_sweeps_trials_table_and_outputs_and_resumes
     with caplog.at_level("INFO", logger="harness.sweep"):
         again = run_sweep(sweep, tmp_path / "ray", log_mlflow=False, executor="ray")
     assert len(again) == 2 and caplog.text.count("skipping finished trial") == 2
+    info = json.loads((tmp_path / "ray" / "sweep.json").read_text())
+    assert (
+        info["executor"] == "ray" and "--executor ray" in info["command"]
+    )  # the report's command reproduces it
+    assert set(remote["executor"]) == {"ray"} and "executor" not in local.columns
+    assert "env.hostname" in remote.columns and "env.device" in remote.columns  # where each trial ran
 
 
 def test_a_file_is_used_in_place_on_its_machine_and_copied_once_to_another(ray, tmp_path):
@@ -86,10 +102,25 @@ def test_a_file_is_used_in_place_on_its_machine_and_copied_once_to_another(ray, 
 
 
 def test_a_lost_worker_marks_its_trial_failed(ray, tmp_path):
-    from harness.ray_executor import gather
+    from harness.ray_executor import finish_next
 
     trial = _sweep(tmp_path).trials[0]
     crash = ray.remote(max_retries=0)(lambda: os._exit(1)).remote()  # the worker process dies mid-task
-    [result] = gather(ray, {crash: (trial, tmp_path / "t")})
+    ref, result = finish_next(ray, {crash: (trial, tmp_path / "t", None)})
+    assert ref == crash
     assert result.status == "failed" and "Ray task failed or lost: WorkerCrashedError" in result.error
     assert (tmp_path / "t" / "result.json").exists()
+
+
+def test_each_gpu_task_asks_for_its_own_nodes_cpus_per_gpu():
+    from harness.ray_executor import gpu_slots
+
+    nodes = [
+        {"NodeID": "head", "Alive": True, "Resources": {"CPU": 4.0}},
+        {"NodeID": "big", "Alive": True, "Resources": {"CPU": 128.0, "GPU": 8.0}},
+        {"NodeID": "small", "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+        {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 64.0, "GPU": 4.0}},
+    ]
+    slots = gpu_slots(nodes)
+    # by the cluster's totals (148 CPUs / 10 GPUs) every task would ask for 14: the small node could take one
+    assert [(s.node_id, s.cpus) for s in slots] == [("big", 16)] * 8 + [("small", 8)] * 2

@@ -21,16 +21,29 @@ from reports.pareto import pareto_front
 from reports.plots import new_figure, sweep_plots
 
 
-def _sweep(folder: Path, totals: dict[str, list[float]]) -> Path:
+def _sweep(
+    folder: Path,
+    totals: dict[str, list[float]],
+    steps: dict[str, int] | None = None,
+    device_name: str = "AMD EPYC",
+) -> Path:
     """A finished sweep whose trials' timed repeats took `totals` seconds for 10 frames each."""
     for name, seconds in totals.items():
         trial = folder / "trials" / f"{name}-0000"
         runs = [{"total_s": s, "denoise_s": s / 2} for s in seconds]
         write_json_atomic(trial / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs})
-        write_json_atomic(trial / "config.json", {"video": "v.mp4", "audio": "a.wav", "resolution": 256})
+        # inputs are compared by file name: another checkout's path to the same clip is the same input
+        config = {
+            "video": f"/{folder.name}/v.mp4",
+            "audio": "a.wav",
+            "resolution": 256,
+            "steps": (steps or {}).get(name, 3),
+        }
+        write_json_atomic(trial / "config.json", config)
         fps = 10 / float(np.median(seconds))
         metrics = {"frames": 10.0, "fps": fps, "rtf": fps / 25, "total_s": float(np.median(seconds))}
-        TrialResult(trial=name, status="ok", metrics=metrics).write(trial)
+        tags = {"env.device_type": "cpu", "env.device_name": device_name}
+        TrialResult(trial=name, status="ok", metrics=metrics, tags=tags).write(trial)
     write_json_atomic(folder / "sweep.json", {"name": folder.name, "baseline": "baseline"})
     write_speed_ratios(folder, "baseline")
     return folder
@@ -69,12 +82,40 @@ def test_compare_flags_a_regression_beyond_the_noise_only(tmp_path: Path, capsys
     b = _sweep(
         tmp_path / "b", {"baseline": [1.3, 1.31, 1.29, 1.3, 1.32], "noisy": [1.4, 0.9, 1.1, 1.3, 0.85]}
     )
-    table = compare(a, b)
+    table = compare(a, b).table
     assert table.loc["baseline", "verdict"] == REGRESSION and table.loc["baseline", "ratio_x_high"] < 0.8
     assert table.loc["noisy", "verdict"] == WITHIN_NOISE
     assert main(["compare", str(a), str(b)]) == 1  # a regression fails the command, for CI
     assert "**regression**" in capsys.readouterr().out
     assert main(["compare", str(a), str(a)]) == 0
+
+
+def test_compare_lists_what_it_could_not_compare_and_exits_2_when_nothing_was(tmp_path: Path, capsys) -> None:
+    five = [1.0, 1.01, 0.99, 1.0, 1.02]
+    a = _sweep(tmp_path / "a", {"baseline": five, "few": [1.0], "gone": five, "steps": five})
+    b = _sweep(tmp_path / "b", {"few": five, "new": five, "steps": five}, steps={"steps": 5})
+    comparison = compare(a, b)
+    assert comparison.table.empty
+    assert comparison.not_compared == {
+        "baseline": "finished in A only",
+        "few": "too few repeats: A 1, B 5 (5 needed on each side)",
+        "gone": "finished in A only",
+        "new": "finished in B only",
+        "steps": "different settings (steps: 3 vs 5)",
+    }
+    assert main(["compare", str(a), str(b)]) == 2
+    out = capsys.readouterr().out
+    assert "No trial could be compared" in out and "- `few`: too few repeats: A 1, B 5" in out
+
+    c = _sweep(tmp_path / "c", {"baseline": five, "few": five}, device_name="NVIDIA H200")
+    assert (
+        compare(a, c)
+        .not_compared["baseline"]
+        .startswith("different device: A cpu / AMD EPYC, B cpu / NVIDIA")
+    )
+    d = _sweep(tmp_path / "d", {"baseline": [1.0, 1.02, 0.98, 1.01, 1.0], "few": five})
+    assert main(["compare", str(a), str(d)]) == 0  # the baseline compared, within the noise; `few` listed
+    assert "- `few`: too few repeats" in capsys.readouterr().out
 
 
 def test_report_command_by_sweep_name_without_mlflow(tmp_path: Path, monkeypatch) -> None:
@@ -89,3 +130,18 @@ def test_report_command_by_sweep_name_without_mlflow(tmp_path: Path, monkeypatch
     assert "No frame strip" in text and "No cProfile pass" in text  # absent pieces are said, not faked
     ratios = json.loads((tmp_path / "outputs" / "mine" / "speed_ratios.json").read_text())
     assert ratios["fast"]["speedup_x"] == 2.0
+
+
+def test_the_report_names_every_kind_of_no_verdict_and_warns_of_trials_on_different_gpus(
+    tmp_path: Path,
+) -> None:
+    from reports.build import write_report
+
+    folder = _sweep(tmp_path / "s", {"baseline": [1.0, 1.01, 0.99, 1.0, 1.0], "once": [0.5]})
+    info = json.loads((folder / "sweep.json").read_text())
+    text = write_report(folder).read_text()
+    once = next(line for line in text.splitlines() if line.startswith("| once |"))
+    assert "too few repeats" in once
+    assert "Trials ran side by side" not in text
+    write_json_atomic(folder / "sweep.json", {**info, "executor": "ray"})
+    assert "**Trials ran side by side** (`--executor ray`)" in write_report(folder).read_text()

@@ -1,10 +1,12 @@
-"""Trackers measure without changing what runs: stage sums and nesting, memory peaks, profiles."""
+"""Trackers measure without changing what runs: stage sums and nesting, memory peaks, profiles, machine load."""
 
 from __future__ import annotations
 
 import json
 import pstats
+import sys
 import time
+import types
 
 import numpy as np
 import psutil
@@ -183,3 +185,86 @@ def test_cuda_peak_is_per_stage() -> None:
     assert summary["decode_peak_vram_mb"] < size / MIB
     assert summary["peak_vram_mb"] >= summary["encode_peak_vram_mb"]
     assert summary["peak_vram_reserved_mb"] >= summary["peak_vram_mb"]
+
+
+class FakeNvml(types.ModuleType):
+    """pynvml's calls the machine-load tracker makes, over GPUs given as dicts (uuid, clock, max, reasons)."""
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self, gpus: list[dict]) -> None:
+        super().__init__("pynvml")
+        self.gpus = gpus
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+        return [gpu["uuid"] for gpu in self.gpus].index(uuid)
+
+    def nvmlDeviceGetClockInfo(self, handle: int, kind: int) -> int:
+        return self.gpus[handle]["clock"]
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: int, kind: int) -> int:
+        return self.gpus[handle]["max"]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: int) -> int:
+        return self.gpus[handle]["reasons"]
+
+
+def _gpu_reading(monkeypatch, gpus: list[dict], device: str = "cuda:1", **env: str) -> dict[str, float]:
+    from harness.trackers.machine_load import MachineLoad
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(gpus))
+    for key in ("HARNESS_GPU_INDEX", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with MachineLoad(device, interval_s=0.01) as load:
+        time.sleep(0.05)
+    return load.summary()
+
+
+POWER_CAP, IDLE, SYNC_BOOST = 0x4, 0x1, 0x10
+
+
+def test_machine_load_reads_the_gpu_the_run_uses(monkeypatch):
+    gpus = [{"uuid": f"GPU-{i}", "clock": 1000 + i, "max": 1980, "reasons": IDLE} for i in range(4)]
+    # cuda:1 of CUDA_VISIBLE_DEVICES=2,3 is NVML's GPU 3 (NVML ignores CUDA_VISIBLE_DEVICES)
+    assert _gpu_reading(monkeypatch, gpus, CUDA_VISIBLE_DEVICES="2,3")["gpu_sm_clock_mhz"] == 1003
+    assert _gpu_reading(monkeypatch, gpus, CUDA_VISIBLE_DEVICES="GPU-0,GPU-2")["gpu_sm_clock_mhz"] == 1002
+    assert _gpu_reading(monkeypatch, gpus, HARNESS_GPU_INDEX="0")["gpu_sm_clock_mhz"] == 1000
+    # where torch knows the device's UUID, that decides, whatever the order of the GPUs
+    monkeypatch.setattr("torch.cuda.get_device_properties", lambda index: types.SimpleNamespace(uuid="2"))
+    assert _gpu_reading(monkeypatch, gpus, CUDA_VISIBLE_DEVICES="3,2,1")["gpu_sm_clock_mhz"] == 1002
+    assert "gpu_sm_clock_mhz" not in _gpu_reading(monkeypatch, gpus, device="cpu")  # a CPU run reads no GPU
+
+
+def test_a_gpu_is_slowed_only_below_its_maximum_clock_for_power_or_heat(monkeypatch):
+    from harness.trackers.machine_load import busy_reasons
+
+    def gpu_reasons(run: dict[str, float]) -> list[str]:
+        return [
+            reason for reason in busy_reasons(run) if reason.startswith("GPU")
+        ]  # not this machine's CPU load
+
+    def reading(clock: int, reasons: int) -> dict[str, float]:
+        return _gpu_reading(
+            monkeypatch, [{"uuid": "GPU-0", "clock": clock, "max": 1980, "reasons": reasons}], "cuda:0"
+        )
+
+    at_max = reading(1980, POWER_CAP | SYNC_BOOST)  # the H200 false alarm: at its maximum, flags or not
+    assert at_max["gpu_throttled"] == 0 and gpu_reasons(at_max) == []
+    idle = reading(345, IDLE)  # lowered because nothing runs: not a slowdown
+    assert idle["gpu_throttled"] == 0 and gpu_reasons(idle) == []
+    capped = reading(1755, POWER_CAP | IDLE)
+    assert capped["gpu_throttled"] == 1 and capped["gpu_slowed_pct"] == 100
+    assert gpu_reasons(capped) == [
+        "GPU clocks slowed in 100% of samples (SM down to 1755 of 1980 MHz: power cap)"
+    ]

@@ -68,7 +68,7 @@ class Quantization(ChoiceVariant):
             return None
         device_type = env.get("device_type") or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.value.startswith("bnb-"):
-            return _bitsandbytes_missing(device_type)
+            return _bitsandbytes_missing(device_type, self.value)
         if self.value in QUANTO_METHODS:
             return quanto_missing(self.value, device_type)
         if self.value in FP8_METHODS:
@@ -200,20 +200,46 @@ def _bnb_linear(linear: nn.Linear, method: str, device: torch.device, dtype: tor
     return layer.to(device)
 
 
-def _bitsandbytes_missing(device_type: str) -> str | None:
-    """None when bitsandbytes imports and has a backend for the device; otherwise the reason."""
+def _bitsandbytes_missing(device_type: str, method: str) -> str | None:
+    """None when bitsandbytes imports and has a working backend for the method on the device; else the reason."""
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except ImportError:
         return "bitsandbytes is not installed; pip install bitsandbytes (or the project's [quant] extra)"
     if device_type == "cuda":
         return None
-    # CPU kernels arrived in bitsandbytes 0.48; older builds import but fail on the first matmul.
+    # CPU kernels arrived in bitsandbytes 0.48; older builds import but fail on the probe's first matmul.
     try:
-        probe = _bnb_linear(nn.Linear(64, 64), "bnb-nf4", torch.device("cpu"), torch.float32)
-        probe(torch.zeros(1, 64))
+        error = _nf4_cpu_error()
     except Exception as exc:  # any failure here means: no usable CPU backend
         return (
             f"bitsandbytes has no working CPU backend here ({type(exc).__name__}: {exc}); run on a CUDA GPU"
         )
+    if method == "bnb-nf4" and error > NF4_PROBE_TOLERANCE:
+        # bitsandbytes 0.50.2's AVX-512 CPU kernel dequantizes rows whose length is a multiple of 16 but not of
+        # the 64-value block as if the blocks started at each row (the tiny U-Net's 32- and 96-wide layers)
+        return (
+            f"bitsandbytes {bitsandbytes.__version__} dequantizes NF4 weights wrongly on this CPU (a 96 x 96 "
+            f"layer's output is off by {error:.0%} from its own weights dequantized flat); run on a CUDA GPU"
+        )
     return None
+
+
+NF4_PROBE_TOLERANCE = 1e-3
+
+
+def _nf4_cpu_error() -> float:
+    """Relative difference between an NF4 layer's output on the CPU and the same layer computed from its
+    quantized weights dequantized as one flat tensor (the blocks of 64 values bitsandbytes quantizes in)."""
+    import bitsandbytes.functional as F
+
+    linear = nn.Linear(96, 96)  # rows of 96: not whole 64-value blocks
+    layer = _bnb_linear(linear, "bnb-nf4", torch.device("cpu"), torch.float32)
+    flat, state = F.quantize_4bit(
+        linear.weight.detach().flatten(), quant_type="nf4", compress_statistics=True
+    )
+    weight = F.dequantize_4bit(flat, state).view_as(linear.weight)
+    x = torch.randn(4, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = nn.functional.linear(x, weight, linear.bias)
+        return ((layer(x) - expected).abs().max() / expected.abs().max()).item()

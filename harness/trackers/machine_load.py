@@ -3,15 +3,24 @@
 A timed run on a machine that something else is using measures that something else too. This tracker does not
 correct for it; it records enough to say so. Over the block it reads the whole machine's busy CPU time and this
 process's own (children included), so `other_cpu_pct` is the share of all cores other processes used; the
-1-minute load average at the end is kept beside the core count; on NVIDIA GPUs (when pynvml is installed) the SM
-clock at the end and whether any clock-slowdown reason other than idling was active (`gpu_throttled`: power,
-thermal, sync boost ...). Figures for which the machine gives no reading are left out.
+1-minute load average at the end is kept beside the core count.
+
+On an NVIDIA GPU (a CUDA run, with pynvml installed) it samples, every half second through the block, the GPU
+the run actually uses: found by its UUID (which CUDA_VISIBLE_DEVICES and CUDA's device order cannot shuffle),
+else by `HARNESS_GPU_INDEX` (an NVML index) or the run's device index mapped through CUDA_VISIBLE_DEVICES. A
+sample counts as **slowed** only when the SM clock is below that GPU's maximum SM clock *and* NVML gives a power
+or thermal reason for it: a GPU at its maximum clock is never slowed, whatever flags it shows, and a clock lowered
+because the GPU idles between kernels is not a slowdown. Recorded: the lowest SM clock, the maximum, the share
+of slowed samples (`gpu_slowed_pct`), `gpu_throttled` (any) and the reasons seen. Figures for which the machine
+gives no reading are left out.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -22,8 +31,20 @@ from harness.trackers.base import Tracker
 # processes, this one included) was above the core count by this margin.
 BUSY_OTHER_CPU_PCT = 15.0
 BUSY_LOAD_MARGIN = 0.5
-_NVML_IDLE_REASON = 0x1  # nvmlClocksEventReasonGpuIdle: clocks lowered because nothing runs (not a slowdown)
-_NVML_APP_CLOCKS_REASON = 0x2  # application clock setting: a configured cap, not an event
+GPU_SAMPLE_S = 0.5
+# NVML's clock event reasons that slow the GPU down for power or heat (nvmlClocksEventReason*); the others
+# (idle, application clock setting, sync boost, display clock) are not a slowdown of the run.
+SLOWDOWN_REASONS = {
+    0x4: "power cap",
+    0x8: "hardware slowdown",
+    0x20: "thermal (software)",
+    0x40: "thermal (hardware)",
+    0x80: "power brake",
+}
+_SLOWDOWN_MASK = sum(SLOWDOWN_REASONS)
+# How each reading of several runs combines into the worst one (noise.machine_busy): most, least or any.
+_LEAST = ("gpu_sm_clock_mhz",)
+_ANY = ("gpu_slowdown_reasons",)
 
 
 def _busy_cpu_s() -> float:
@@ -37,36 +58,108 @@ def _own_cpu_s(process: psutil.Process) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _gpu_reading() -> dict[str, float]:
-    """SM clock and slowdown flag of GPU 0 through NVML; {} where there is no NVIDIA GPU or no pynvml."""
+def _safe(read: Any, default: Any) -> Any:
     try:
-        import pynvml
+        return read()
+    except Exception:  # torch without CUDA, or too old to know a GPU's UUID
+        return default
 
-        pynvml.nvmlInit()
-    except Exception:  # no binding or no driver: nothing to read, not an error
-        return {}
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("HARNESS_GPU_INDEX", "0")))
-        reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
-        clock = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
-        slowed = reasons & ~(_NVML_IDLE_REASON | _NVML_APP_CLOCKS_REASON)
-        return {"gpu_sm_clock_mhz": float(clock), "gpu_throttled": float(bool(slowed))}
-    except Exception:
-        return {}
-    finally:
-        pynvml.nvmlShutdown()
+
+def nvml_handle(pynvml: Any, index: int, uuid: str | None = None) -> Any:
+    """NVML's handle of the GPU a CUDA run's device `index` (with UUID `uuid`, when known) is."""
+    explicit = os.environ.get("HARNESS_GPU_INDEX")
+    if explicit:
+        return pynvml.nvmlDeviceGetHandleByIndex(int(explicit))
+    if uuid:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index < len(visible):
+        entry = visible[index]
+        if entry.isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _reasons(pynvml: Any, handle: Any) -> int:
+    read = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    read = read or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons  # its older name
+    return int(read(handle))
+
+
+class _GpuClocks:
+    """Samples one GPU's SM clock and slowdown reasons through NVML until stopped."""
+
+    def __init__(self, pynvml: Any, handle: Any, interval_s: float) -> None:
+        self.nvml, self.handle, self.interval_s = pynvml, handle, interval_s
+        self.max_mhz = float(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpu-clocks", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        clock = float(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
+        self.samples.append((clock, _reasons(self.nvml, self.handle)))
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        slowed = [(c, r & _SLOWDOWN_MASK) for c, r in self.samples if c < self.max_mhz and r & _SLOWDOWN_MASK]
+        reasons = 0
+        for _, r in slowed:
+            reasons |= r
+        return {
+            "gpu_sm_clock_mhz": min(c for c, _ in self.samples),
+            "gpu_sm_clock_max_mhz": self.max_mhz,
+            "gpu_slowed_pct": 100.0 * len(slowed) / len(self.samples),
+            "gpu_throttled": float(bool(slowed)),
+            "gpu_slowdown_reasons": float(reasons),
+        }
 
 
 class MachineLoad(Tracker):
-    """`with MachineLoad() as load: ...` then `load.summary()`."""
+    """`with MachineLoad(device) as load: ...` then `load.summary()`; GPU clocks only for a CUDA device."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: Any = "cpu", interval_s: float = GPU_SAMPLE_S) -> None:
         self._process = psutil.Process()
+        self._device = device
+        self._interval_s = interval_s
         self._start: tuple[float, float, float] | None = None
+        self._gpu: _GpuClocks | None = None
+        self._nvml: Any = None
         self._summary: dict[str, float] = {}
 
     def start(self) -> None:
         self._start = (time.perf_counter(), _busy_cpu_s(), _own_cpu_s(self._process))
+        self._gpu = self._start_gpu()
+
+    def _start_gpu(self) -> _GpuClocks | None:
+        import torch
+
+        device = torch.device(self._device)
+        if device.type != "cuda":
+            return None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception:  # no binding or no driver: nothing to read, not an error
+            return None
+        self._nvml = pynvml
+        index = device.index if device.index is not None else _safe(torch.cuda.current_device, 0)
+        uuid = _safe(lambda: torch.cuda.get_device_properties(index).uuid, None)
+        try:
+            handle = nvml_handle(pynvml, index, f"GPU-{uuid}" if uuid else None)
+            return _GpuClocks(pynvml, handle, self._interval_s)
+        except Exception:  # a GPU NVML cannot read (MIG, an unsupported query): no GPU figures
+            return None
 
     def stop(self) -> None:
         if self._start is None:
@@ -79,11 +172,32 @@ class MachineLoad(Tracker):
             "other_cpu_pct": min(100.0 * others / (wall * cores), 100.0),
             "load_avg_1m": os.getloadavg()[0],
             "cpu_cores": float(cores),
-            **_gpu_reading(),
         }
+        try:
+            if self._gpu is not None:
+                self._summary.update(self._gpu.stop())
+        finally:
+            if self._nvml is not None:
+                self._nvml.nvmlShutdown()
+            self._gpu = self._nvml = None
 
     def summary(self) -> dict[str, float]:
         return dict(self._summary)
+
+
+def worst(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The busiest reading of each kind over several runs' summaries (the lowest clock, any reason seen)."""
+    out: dict[str, float] = {}
+    for key in {k for run in runs for k in run}:
+        values = [run[key] for run in runs if key in run]
+        if key in _ANY:
+            combined = 0
+            for value in values:
+                combined |= int(value)
+            out[key] = float(combined)
+        else:
+            out[key] = min(values) if key in _LEAST else max(values)
+    return out
 
 
 def busy_reasons(run: dict[str, Any]) -> list[str]:
@@ -95,5 +209,12 @@ def busy_reasons(run: dict[str, Any]) -> list[str]:
     if cores and run.get("load_avg_1m", 0.0) > cores + BUSY_LOAD_MARGIN:
         reasons.append(f"load average {run['load_avg_1m']:.1f} on {cores:.0f} cores")
     if run.get("gpu_throttled"):
-        reasons.append(f"GPU clocks slowed (SM at {run.get('gpu_sm_clock_mhz', float('nan')):.0f} MHz)")
+        names = [
+            name for bit, name in SLOWDOWN_REASONS.items() if int(run.get("gpu_slowdown_reasons", 0)) & bit
+        ]
+        reasons.append(
+            f"GPU clocks slowed in {run.get('gpu_slowed_pct', float('nan')):.0f}% of samples (SM down to "
+            f"{run.get('gpu_sm_clock_mhz', float('nan')):.0f} of {run.get('gpu_sm_clock_max_mhz', float('nan')):.0f}"
+            f" MHz: {', '.join(names) or 'reason not given'})"
+        )
     return reasons

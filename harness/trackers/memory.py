@@ -161,3 +161,21 @@ class MemoryTracker(Tracker):
             if self._cuda:
                 out[f"{name}_peak_vram_mb"] = peak.vram / MIB
         return out
+
+
+# The CUDA context and the libraries' own memory, outside the caching allocator's count: a generous guess.
+CUDA_CONTEXT_MB = 1024.0
+
+
+def process_footprint(device: torch.device | str) -> dict[str, float]:
+    """What this process holds on its device (MiB: on CUDA the allocator's reservation, which it keeps, plus the
+    context; elsewhere the process's RSS high-water mark) and what the device has free now and in all: what an
+    interleaved sweep plans its admissions with (harness.interleave)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        held = torch.cuda.memory_reserved(device) + CUDA_CONTEXT_MB * MIB
+    else:
+        memory = psutil.virtual_memory()
+        free, total, held = memory.available, memory.total, _max_rss_bytes()
+    return {"held_mb": held / MIB, "free_mb": free / MIB, "total_mb": total / MIB}
