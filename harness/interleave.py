@@ -14,7 +14,8 @@ A trial process's life, and what may run beside what:
 1. start-up (imports, loading the models and applying the transforms): with `overlap_startup` it runs beside
    another process's untimed work (its cold run, warm-ups, profiled pass or scoring), never beside a timed
    repeat: no round starts while a start-up is under way. Without it, a start-up holds the floor.
-2. `claim_floor()`, then the cold run and warm-ups, holding the floor (alone).
+2. `claim_floor()` (harness.turns: the trial process's side), then the cold run and warm-ups, holding the floor
+   (alone).
 3. `turns()`: before each timed repeat it parks and waits for its slot in a round.
 4. told to stop (after its repeats; the baseline after every other trial of the input), it holds the floor for
    its profiled pass and scoring, and gives it up by exiting.
@@ -39,57 +40,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from harness.turns import ADDRESS_ENV, KEY_ENV, identity, socket_name
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ADDRESS_ENV = "HARNESS_TURNS"  # the coordinator's socket, inherited by the trial processes
-KEY_ENV = "HARNESS_TURNS_KEY"  # its authentication key (hex), so no other process can take a turn
 MEMORY_RESERVE = 0.10  # of the device's memory, never planned for (other processes, fragmentation)
 MEMORY_MARGIN = 1.2  # a trial not started yet may need this much more than the largest one measured so far
-_connection: Connection | None = None
-
-
-def _ask(message: dict[str, Any]) -> dict[str, Any] | None:
-    """Send a message to the sweep's coordinator and wait for its answer; None outside an interleaved sweep."""
-    global _connection
-    address = os.environ.get(ADDRESS_ENV)
-    if not address:
-        return None
-    if _connection is None:
-        _connection = Client(_socket(address), family="AF_UNIX", authkey=bytes.fromhex(os.environ[KEY_ENV]))
-    _connection.send(message)
-    reply = _connection.recv()
-    if not isinstance(reply, dict):
-        raise RuntimeError(f"interleaved sweep: unexpected message from the coordinator: {reply!r}")
-    return reply
-
-
-def claim_floor(folder: Path) -> None:
-    """After start-up: wait until this process may work alone (its cold run and warm-ups)."""
-    _ask({"folder": _identity(folder), "kind": "ready"})
-
-
-def turns(repeats: int, folder: Path, memory: Callable[[], dict[str, float]]) -> Iterator[str | None]:
-    """The round id of each timed repeat this process gets. In an interleaved sweep: as many as the coordinator
-    hands out (a trial's `repeats`; the baseline one per round of the input), each after waiting for its slot,
-    then one last park that is told to stop; every park sends `memory()` (what this process holds and the device
-    has free, MB) for the coordinator's admissions. Otherwise: `repeats` times None."""
-    if not os.environ.get(ADDRESS_ENV):
-        yield from [None] * max(repeats, 0)
-        return
-    while True:  # parks even without repeats: the coordinator learns this process's memory
-        reply = _ask({"folder": _identity(folder), "kind": "park", "memory": memory()})
-        if reply is None or reply.get("round") is None:
-            return
-        yield str(reply["round"])
-
-
-def _identity(folder: Path | str) -> str:
-    return str(Path(folder).resolve())
 
 
 @dataclass
@@ -147,7 +108,7 @@ class _Coordinator:
         self.free_mb: float | None = None  # the device's free memory at the latest report
         self.total_mb: float | None = None
         self.connections: dict[int, Connection] = {}
-        self.index = {_identity(job.folder): i for i, job in enumerate(jobs)}
+        self.index = {identity(job.folder): i for i, job in enumerate(jobs)}
         self.holder: int | None = None
         self.round: list[int] = []  # who is still to go in the round under way
         self.round_id = ""
@@ -343,7 +304,7 @@ def run_interleaved(
     seed = secrets.randbits(32) if seed is None else seed
     key = secrets.token_bytes(16)
     with _socket_address() as address:
-        listener = Listener(_socket(address), family="AF_UNIX", authkey=key)
+        listener = Listener(socket_name(address), family="AF_UNIX", authkey=key)
         coordinator = _Coordinator(jobs, max_processes, overlap_startup, seed)
         threading.Thread(target=_accept, args=(listener, coordinator.events), daemon=True).start()
         try:
@@ -367,18 +328,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _socket(address: str) -> str:
-    """The address as the socket takes it: a leading '@' (how it travels in the environment, which cannot hold a
-    NUL byte) names an abstract socket, whose name starts with NUL."""
-    return "\0" + address[1:] if address.startswith("@") else address
-
-
 @contextmanager
 def _socket_address() -> Iterator[str]:
     """On Linux an abstract socket: no file, so nothing is left behind even by a killed sweep, and no limit
     from a long TMPDIR (a socket path may hold 107 bytes); elsewhere a socket file in a temporary folder."""
     if sys.platform.startswith("linux"):
-        yield f"@harness-turns-{os.getpid()}-{secrets.token_hex(8)}"  # '@': abstract (see _socket)
+        yield f"@harness-turns-{os.getpid()}-{secrets.token_hex(8)}"  # '@': abstract (see socket_name)
         return
     with tempfile.TemporaryDirectory(prefix="harness-turns-") as folder:
         yield str(Path(folder) / "turns.sock")

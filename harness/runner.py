@@ -131,12 +131,12 @@ def _measure(
     """Load (transforms included), then the cold run (which also records or compares what it generates, for
     the fidelity gate), warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
-    from harness.interleave import claim_floor, turns
     from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker, process_footprint
     from harness.trackers.profile import CProfileTracker
     from harness.trackers.timer import StageTimer
+    from harness.turns import claim_floor, turns
     from variants import load_pipeline
 
     load_started = time.perf_counter()

@@ -40,7 +40,7 @@ SLEEPS_MS = {"baseline": [20], "fast": [10] * 5, "noisy": [5, 60, 12, 45, 25]}
 CHILD = """
 import json, os, sys, time
 from pathlib import Path
-from harness.interleave import claim_floor, turns
+from harness.turns import claim_floor, turns
 from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
 spec = json.loads(sys.argv[1])
 folder, name = Path(spec["folder"]), spec["name"]
