@@ -33,11 +33,9 @@ import numpy as np
 
 from harness.results import (
     TIMED_RUNS_FILE,
-    ResultsError,
     TrialRecord,
-    load_trial,
+    finished_trials,
     read_json,
-    trial_folders,
     write_json_atomic,
 )
 from harness.trackers.machine_load import busy_reasons, worst
@@ -220,14 +218,7 @@ def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]
 
 def speed_ratios(sweep_dir: str | Path, baseline: str) -> dict[str, dict[str, Any]]:
     """Per finished (ok) trial, by name: its speed against the baseline of its input (see the module doc)."""
-    records = []
-    for folder in trial_folders(sweep_dir):
-        try:
-            record = load_trial(folder)
-        except ResultsError:  # the results table shows it as failed
-            continue
-        if record.result.status == "ok":
-            records.append(record)
+    records = finished_trials(sweep_dir)  # one that cannot be read: the results table shows it as failed
     references = {_input_of(r): r for r in records if _is_baseline(r, baseline)}
     return {r.result.trial: _entry(r, references.get(_input_of(r))) for r in records}
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness.noise import MIN_REPEATS, TOO_FEW, ratio_interval, repeat_fps
-from harness.results import ResultsError, TrialRecord, load_trial, trial_folders
+from harness.results import TrialRecord, finished_trials
 from reports.tables import fixed, markdown
 
 REGRESSION, IMPROVEMENT, WITHIN_NOISE = "regression", "improvement", "within noise"
@@ -48,15 +48,7 @@ class Comparison:
 
 
 def _finished(sweep_dir: Path) -> dict[str, TrialRecord]:
-    records = {}
-    for folder in trial_folders(sweep_dir):
-        try:
-            record = load_trial(folder)
-        except ResultsError:
-            continue
-        if record.result.status == "ok":
-            records[record.result.trial] = record
-    return records
+    return {record.result.trial: record for record in finished_trials(sweep_dir)}
 
 
 def _settings(record: TrialRecord) -> dict[str, Any]:
