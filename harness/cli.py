@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         base=base,
         video=video,
         audio=audio,
-        repeats=0,
+        repeats=0,  # one run: the cold run, no warm-up, no timed repeats, no profiled pass
+        warmup=0,
         profile=False,
         score=False,
     )

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from harness.config import ConfigError
 from harness.results import RESULT_FILE, TRIALS_DIR, TrialResult, load_trial
-from harness.trial import Trial, build_variants, safe_name
+from harness.trial import DEFAULT_REPEATS, DEFAULT_WARMUP, Trial, build_variants, safe_name
 from variants import VARIANTS
 from variants.values import resolve
 
@@ -46,10 +46,6 @@ TOP_KEYS = (
     "experiment",
     "score_options",
 )
-# Timed repeats and warm-ups when a sweep file gives none: enough for a speed ratio's interval on a quiet
-# machine (harness.noise needs at least MIN_REPEATS on each side).
-DEFAULT_REPEATS = 5
-DEFAULT_WARMUP = 1
 # A sweep file is a page of settings: larger files, or aliases expanding to more values, are refused unread.
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000

@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, settings
+from harness.noise import MIN_REPEATS
 from metrics.fidelity import EXACT, LOSSY, loosest
 from variants import VARIANTS
 from variants.base import Variant, in_transform_order
 from variants.values import resolve
+
+# Timed repeats and warm-ups of a trial that names none (a sweep file without `repeats`/`warmup`): as many
+# timed repeats as a speed verdict needs on each side (harness.noise). `harness run` asks for its cold run only.
+DEFAULT_REPEATS = MIN_REPEATS
+DEFAULT_WARMUP = 1
 
 
 @dataclass
@@ -25,8 +31,8 @@ class Trial:
     input_name: str = "demo"
     video: str = ""
     audio: str = ""
-    repeats: int = 1
-    warmup: int = 0
+    repeats: int = DEFAULT_REPEATS
+    warmup: int = DEFAULT_WARMUP
     profile: bool = True
     torch_trace: bool = False  # also a torch.profiler trace (chrome JSON + op table) of one run
     score: bool = True

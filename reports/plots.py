@@ -85,12 +85,14 @@ def stage_times_plot(metrics: dict[str, Any], stages: Sequence[str], path: str |
 
 
 def trial_stage_times(records: Iterable[TrialRecord]) -> list[Path]:
-    """Each finished trial's stage-times plot in its folder, where not drawn yet. The process that ran the
-    sweep (or `harness run`) draws them after the trials: trial processes never import matplotlib."""
+    """Each finished trial's stage-times plot in its folder, where not drawn yet and the trial timed its stages.
+    The process that ran the sweep (or `harness run`) draws them after the trials: trial processes never import
+    matplotlib."""
     drawn = []
     for record in records:
         path = record.folder / STAGE_TIMES_PLOT
-        if record.result.status == "ok" and not path.exists():
+        timed = any(f"{stage}_s" in record.result.metrics for stage in STAGES)
+        if record.result.status == "ok" and timed and not path.exists():
             drawn.append(stage_times_plot(record.result.metrics, STAGES, path))
     return drawn
 
