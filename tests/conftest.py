@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,15 @@ def tiny_pipeline():
         video=str(video), audio=str(audio), weights="tiny", steps=1, device="cpu", max_seconds=0.8, crf=0
     )
     return load_pipeline(config)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> tuple[Path, Path]:
+    """Copies of the embedded demo clip's video and audio in a folder of the test module's own."""
+    from harness.pipeline.demo_clip import ensure_demo_clip
+
+    folder = tmp_path_factory.mktemp("media")
+    video, audio = ensure_demo_clip()
+    shutil.copy(video, folder / "in.mp4")
+    shutil.copy(audio, folder / "speech.wav")
+    return folder / "in.mp4", folder / "speech.wav"

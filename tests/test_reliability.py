@@ -3,29 +3,17 @@ time, names from files cannot point outside the output folder, and what can be c
 is checked before, with messages rather than tracebacks. (Kills and resumes: tests/test_quickstart.py.)"""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from harness.cli import main
 from harness.folder_lock import FolderBusyError, FolderLock
-from harness.pipeline.demo_clip import ensure_demo_clip
 from harness.preflight import PreflightError, check_output
 from harness.sweep import SweepError, load_sweep, run_sweep
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("media")
-    video, audio = ensure_demo_clip()
-    shutil.copy(video, folder / "in.mp4")
-    shutil.copy(audio, folder / "speech.wav")
-    return folder / "in.mp4", folder / "speech.wav"
 
 
 def _run(*args: str) -> list[str]:

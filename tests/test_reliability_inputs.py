@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,19 +22,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.pipeline.demo_clip import ensure_demo_clip
 from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
 from harness.sweep import STALE_DIR, SweepError, load_sweep, set_aside_stale
 from harness.trial import Trial
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("media")
-    video, audio = ensure_demo_clip()
-    shutil.copy(video, folder / "in.mp4")
-    shutil.copy(audio, folder / "speech.wav")
-    return folder / "in.mp4", folder / "speech.wav"
 
 
 def _write(path: Path, text: str) -> Path:
