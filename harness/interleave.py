@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from unittest.mock import patch
 
 from harness.turns import ADDRESS_ENV, KEY_ENV, identity, socket_name
 
@@ -308,24 +309,10 @@ def run_interleaved(
         coordinator = _Coordinator(jobs, max_processes, overlap_startup, seed)
         threading.Thread(target=_accept, args=(listener, coordinator.events), daemon=True).start()
         try:
-            with _environment({ADDRESS_ENV: address, KEY_ENV: key.hex()}):
+            with patch.dict(os.environ, {ADDRESS_ENV: address, KEY_ENV: key.hex()}):
                 return coordinator.run()
         finally:
             listener.close()
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextmanager

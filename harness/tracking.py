@@ -35,9 +35,9 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from harness.noise import read_speed_ratios
 from harness.results import (
@@ -115,21 +115,9 @@ def bounded_http() -> Any:
     return _http_limits(HTTP_LIMITS)
 
 
-@contextmanager
-def _http_limits(limits: Mapping[str, str], override: bool = False) -> Iterator[None]:
+def _http_limits(limits: Mapping[str, str], override: bool = False) -> Any:
     """MLflow reads these variables at each request; set for the block (over the user's only if `override`)."""
-    saved = {name: os.environ.get(name) for name in limits}
-    for name, value in limits.items():
-        if override or saved[name] is None:
-            os.environ[name] = value
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return patch.dict(os.environ, {k: v for k, v in limits.items() if override or k not in os.environ})
 
 
 def check_reachable(tracking_uri: str | None = None, workdir: str | Path | None = None) -> str:

@@ -121,6 +121,14 @@ def fidelity_verdict(
 
 def snr_db(output: torch.Tensor, reference: torch.Tensor) -> float:
     """10 log10(signal power / error power) of `output` against `reference`, in float64 (inf when equal)."""
+    return ratio_db(*signal_and_error(output, reference))
+
+
+def signal_and_error(output: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """The reference's power and the error's, summed in float64 (pooled over segments by their sums)."""
     reference = reference.double()
-    error = (output.double() - reference).pow(2).sum().item()
-    return math.inf if error == 0 else 10 * math.log10(reference.pow(2).sum().item() / error)
+    return reference.pow(2).sum().item(), (output.double() - reference).pow(2).sum().item()
+
+
+def ratio_db(signal: float, error: float) -> float:
+    return math.inf if error == 0 else 10 * math.log10(signal / error)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from harness.pipeline.denoise import Generated
 from harness.pipeline.mask import mouth_mask
+from metrics.fidelity import ratio_db, signal_and_error
 from metrics.visual import FidelityAccumulator
 
 INDEX_FILE = "index.json"
@@ -101,9 +101,9 @@ class DepthAccumulator:
                 raise ValueError(
                     f"{name} of shape {tuple(mine.shape)} against the baseline's {tuple(theirs.shape)}"
                 )
-        reference = reference_latents.double()
-        self.signal += reference.pow(2).sum().item()
-        self.error += (latents.double() - reference).pow(2).sum().item()
+        signal, error = signal_and_error(latents, reference_latents)
+        self.signal += signal
+        self.error += error
         self.latents_identical &= latents.dtype == reference_latents.dtype and torch.equal(latents, reference_latents)
         self.faces_identical &= faces.dtype == reference_faces.dtype and torch.equal(faces, reference_faces)
         mask = region.to(faces.device)
@@ -112,9 +112,8 @@ class DepthAccumulator:
         self.segments += 1
 
     def depths(self) -> dict[str, float]:
-        snr = math.inf if self.error == 0 else 10 * math.log10(self.signal / self.error)
         return {
-            "latent_snr_db": snr,
+            "latent_snr_db": ratio_db(self.signal, self.error),
             "face_psnr_db": self.faces.psnr_db(),
             "face_ssim": self.faces.ssim(),
             "latents_identical": float(self.latents_identical),
