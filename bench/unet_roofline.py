@@ -34,7 +34,10 @@ Method
   counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); with inductor's
   conv_1x1_as_mm the 1x1 convolutions run as matmuls, so their time moves to linear projections while their
   FLOPs stay with the convolutions (the two classes' rates are then off; their sum is right); GPU idle time
-  between kernels is its own row (call time by CUDA events minus kernel time). On the CPU (--device cpu) there
+  between kernels is its own row (call time by CUDA events minus the time at least one kernel ran). The
+  attribution is checked against the GPU's own timeline: each kernel once, as the profiler's device events list
+  it; what no op claimed counts as other, and a class total above the timeline's is flagged (CUDA runtime calls
+  made outside any op can carry an op's id and list its kernels again: they are skipped). On the CPU (--device cpu) there
   are no kernels: each aten op's self CPU time stands in, which checks the code path, not the figures.
 
     python bench/unet_roofline.py --configs eager,compile                       # the H200, ~3 min cold
@@ -272,16 +275,47 @@ def _chain(event: Any) -> list[Any]:
     return chain
 
 
-def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
-    """Kernel time per class (microseconds, all profiled calls), the largest kernels, and the time on which the
-    shape rule for attention disagreed with the eager scopes."""
+# CUDA runtime and driver calls (cudaLaunchKernel, cuLaunchKernel, cudaMemcpyAsync, ...). The profiler links
+# kernels to a CPU event by id, and a runtime call made outside any op keeps its own CUPTI correlation id, a
+# counter of its own that can equal an op's id: such a call then lists that op's kernels too, and counting them
+# from it counts them twice.
+RUNTIME_CALL = re.compile(r"^cu(da)?[A-Z]")
+
+
+def _device_kernels(events: Iterable[Any]) -> list[tuple[float, float]]:
+    """(start, end) in microseconds of every kernel, copy and set on the GPU's own timeline, each once (the
+    ranges that record_function projects onto the GPU are not kernels)."""
     from torch.autograd import DeviceType
 
+    return [
+        (e.time_range.start, e.time_range.end) for e in events
+        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        and not e.name.startswith(("gpu_user_annotation", SCOPE))
+    ]
+
+
+def busy_us(spans: Sequence[tuple[float, float]]) -> float:
+    """Time during which at least one of the spans runs (their union's length)."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
+    """Kernel time per class (microseconds, all profiled calls), the largest kernels, the time on which the
+    shape rule for attention disagreed with the eager scopes, and (on a GPU) the check against the GPU's own
+    timeline: the kernels' total there, the time at least one ran, and what no op claimed (counted as other)."""
+    from torch.autograd import DeviceType
+
+    events = list(events)
     per_class: dict[str, float] = defaultdict(float)
     per_kernel: dict[tuple[str, str], float] = defaultdict(float)
     disagree = 0.0
     for event in events:
-        if event.device_type != DeviceType.CPU:
+        if event.device_type != DeviceType.CPU or RUNTIME_CALL.match(event.name):
             continue
         if cuda:
             items = [(k.name, k.duration) for k in event.kernels]
@@ -298,11 +332,20 @@ def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
             per_kernel[(kernel[:120], cls)] += us
             if scope is not None and scope != cls:
                 disagree += us
+    found: dict[str, Any] = {"scope_disagreement_us": disagree}
+    if cuda:
+        spans = _device_kernels(events)
+        device_us = sum(stop - start for start, stop in spans)
+        unclaimed = device_us - sum(per_class.values())
+        if unclaimed > 0:
+            per_class[OTHER] += unclaimed
+            per_kernel[("(kernels linked to no op)", OTHER)] += unclaimed
+        found.update(device_kernel_us=device_us, busy_us=busy_us(spans), unclaimed_us=unclaimed)
     top = sorted(per_kernel.items(), key=lambda item: -item[1])[:25]
     return {
+        **found,
         "class_us": {c: per_class.get(c, 0.0) for c in CLASSES},
         "top_kernels": [{"kernel": k, "class": c, "us": us} for (k, c), us in top],
-        "scope_disagreement_us": disagree,
     }
 
 
@@ -355,6 +398,9 @@ def profile_call(unet: Any, inputs: Sequence[torch.Tensor], frames: int, calls: 
         "class_ms": {c: us / 1e3 / calls for c, us in found["class_us"].items()},
         "kernel_ms": sum(found["class_us"].values()) / 1e3 / calls,
         "scope_disagreement_ms": found["scope_disagreement_us"] / 1e3 / calls,
+        # on a GPU: the kernels' own timeline; kernel_ms above it means some kernel was counted twice
+        **{key.replace("_us", "_ms"): found[key] / 1e3 / calls
+           for key in ("device_kernel_us", "busy_us", "unclaimed_us") if key in found},
         "top_kernels": [{**k, "ms": k.pop("us") / 1e3 / calls} for k in found["top_kernels"]],
         "profiled_calls": calls,
         "time_source": "GPU kernels" if cuda else "CPU op self time",
@@ -379,7 +425,7 @@ def roofline_rows(profile: dict[str, Any], work: dict[str, Any], call_ms: float,
             gbs = work["bytes"][cls] / (ms * 1e-3) / 1e9
             row.update(gbs=gbs, peak_share=gbs / peaks["gbs"], measured_share=gbs / peaks["gbs_measured"])
         rows.append(row)
-    idle = call_ms - profile["kernel_ms"]
+    idle = call_ms - profile.get("busy_ms", profile["kernel_ms"])
     rows.append({"class": IDLE, "ms": idle, "share_of_call": idle / call_ms if call_ms else None})
     total = work["total_flops"]
     rows.append({
@@ -424,7 +470,19 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             row = by_name[n][cls]
             cells.append(f"{row['ms']:.1f} | {_rate(row)}")
         lines.append(f"| {cls} | {gflop} | {mb} | " + " | ".join(cells) + " |")
+    for result in results:  # the attribution checked against the GPU's own timeline
+        found = result["profile"]
+        if "device_kernel_ms" in found:
+            lines.append(
+                f"\n{result['name']}: kernels by class {found['kernel_ms']:.1f} ms, on the GPU's timeline "
+                f"{found['device_kernel_ms']:.1f} ms (busy {found['busy_ms']:.1f} ms; linked to no op "
+                f"{max(found['unclaimed_ms'], 0):.1f} ms){_double_counted(found)}")
     return "\n".join(lines) + "\n"
+
+
+def _double_counted(found: dict[str, Any]) -> str:
+    extra = found["kernel_ms"] - found["device_kernel_ms"]
+    return f"; {extra:.1f} ms COUNTED TWICE" if extra > 0.01 * found["device_kernel_ms"] else ""
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:

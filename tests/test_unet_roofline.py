@@ -124,3 +124,34 @@ def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree():
                                   call_ms=1.2 * profile["kernel_ms"], peaks=roofline.PEAKS)
     assert {r["class"] for r in rows} >= set(roofline.CLASSES)
     assert all("tflops" in r for r in rows if r["class"] in MATH_CLASSES)
+
+
+def _event(name: str, device: str, start: float = 0.0, end: float = 0.0, kernels=(), parent=None) -> SimpleNamespace:
+    from torch.autograd import DeviceType
+
+    return SimpleNamespace(
+        name=name, device_type=DeviceType.CUDA if device == "cuda" else DeviceType.CPU, input_shapes=[],
+        cpu_parent=parent, kernels=[SimpleNamespace(name=k, duration=us) for k, us in kernels],
+        time_range=SimpleNamespace(start=start, end=end), is_user_annotation=False,
+    )
+
+
+def test_each_kernel_counts_once_and_the_timeline_checks_the_attribution():
+    # The convolution's kernel (30 us) is listed under its op and again under a runtime call outside any op
+    # that happens to carry the op's id; a second kernel (5 us) was linked to no op at all.
+    conv = _event("aten::cudnn_convolution", "cpu", kernels=[("sm90_xmma_fprop_implicit_gemm", 30.0)])
+    stray = _event("cudaStreamSynchronize", "cpu", kernels=[("sm90_xmma_fprop_implicit_gemm", 30.0)])
+    annotation = _event(SCOPE + TEMPORAL, "cuda", 0.0, 40.0)
+    annotation.is_user_annotation = True
+    timeline = [_event("sm90_xmma_fprop_implicit_gemm", "cuda", 0.0, 30.0), _event("elementwise", "cuda", 28.0, 33.0)]
+    found = roofline.attribute([conv, stray, annotation, *timeline], cuda=True, frames=16)
+    assert found["class_us"][CONV] == 30.0
+    assert found["class_us"][OTHER] == 5.0 and found["unclaimed_us"] == 5.0
+    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0
+    assert found["busy_us"] == 33.0  # the two kernels overlap by 2 us
+
+
+def test_a_class_total_above_the_timeline_is_flagged_in_the_table():
+    found = {"kernel_ms": 12.0, "device_kernel_ms": 10.0, "busy_ms": 9.0, "unclaimed_ms": -2.0}
+    assert "COUNTED TWICE" in roofline._double_counted(found)
+    assert roofline._double_counted({**found, "kernel_ms": 10.0}) == ""
