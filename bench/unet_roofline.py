@@ -559,7 +559,7 @@ def main() -> None:
         lever = unet_levers.find_lever(name)
         began = time.perf_counter()
         with unet_levers.inductor_settings(lever):
-            pipeline = unet_levers.load_pipeline(lever, args)
+            pipeline = unet_levers.load_lever(lever, args)
             cfg = pipeline.config
             inputs = unet_inputs(pipeline)
             with torch.no_grad():

@@ -38,7 +38,7 @@ from harness.results import (
     read_json,
     write_json_atomic,
 )
-from harness.trackers.machine_load import busy_reasons, worst
+from harness.trackers.machine_load import busy_reasons, power_limited, worst
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,11 +170,10 @@ def compare_speed(reference: TrialRecord, candidate: TrialRecord) -> Ratio:
     return ratio
 
 
-def machine_busy(record: TrialRecord) -> list[str]:
-    """Why the machine was busy during this trial's timed repeats; [] when it was quiet."""
+def machine_load(record: TrialRecord) -> dict[str, Any]:
+    """The busiest reading of each kind over this trial's timed repeats ({} when none was recorded)."""
     path = record.folder / TIMED_RUNS_FILE
-    runs = read_json(path)["runs"] if path.exists() else []
-    return busy_reasons(worst(runs))  # the busiest reading of each kind over the repeats
+    return worst(read_json(path)["runs"] if path.exists() else [])
 
 
 def _input_of(record: TrialRecord) -> tuple[str, str]:
@@ -189,11 +188,13 @@ def _is_baseline(record: TrialRecord, baseline: str) -> bool:
 
 
 def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]:
-    busy = machine_busy(record)
+    load = machine_load(record)
+    busy = busy_reasons(load)
     entry: dict[str, Any] = {
         "timed_repeats": len(timed_repeats(record)),
         "machine_busy": str(bool(busy)).lower(),
         "machine_busy_reason": "; ".join(busy),
+        "gpu_power_limited": power_limited(load),
     }
     if reference is None:
         return {

@@ -76,6 +76,7 @@ SPEED_TAGS = (
     "speed_paired",
     "machine_busy",
     "machine_busy_reason",
+    "gpu_power_limited",
 )
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 # MLflow's own defaults retry a dead server 7 times with doubling waits, each request up to 120 s: minutes.

@@ -64,6 +64,15 @@ def _banners(data: SweepData) -> list[str]:
             f"> **The machine was busy** while {len(busy)} trial(s) were timed. Their speed includes that "
             f"load; run again on a quiet machine before drawing conclusions.\n>\n{reasons}"
         )
+    capped = ok[ok.get("gpu_power_limited", pd.Series("", index=ok.index)).fillna("").astype(str).ne("")]
+    if not capped.empty:
+        clocks = "\n".join(f"> - `{r.trial}`: {r.gpu_power_limited}" for r in capped.itertuples())
+        out.append(
+            f"> **GPU at its power limit** while {len(capped)} trial(s) were timed: the GPU lowered its clock "
+            "under the trials' own load (reason: power cap, nothing else), as it does for long runs of dense "
+            "kernels. Not another job: the baseline, timed in the same rounds, ran under the same limit.\n>\n"
+            f"{clocks}"
+        )
     return out
 
 

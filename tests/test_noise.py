@@ -219,16 +219,27 @@ def test_a_start_up_never_runs_beside_a_timed_repeat(tmp_path: Path, overlap: bo
     assert bool(beside_warm_ups) == overlap  # with overlap_startup, the next one starts up during a cold run
 
 
-def test_a_busy_machine_is_reported(tmp_path: Path) -> None:
+def test_a_busy_machine_is_reported_and_a_power_capped_gpu_apart(tmp_path: Path) -> None:
     from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
+    from reports.build import write_report
 
-    folder = tmp_path / "trials" / "baseline-0000"
-    runs = [{"total_s": 1.0, "other_cpu_pct": 55.0, "load_avg_1m": 3.9, "cpu_cores": 2.0}] * 5
-    write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs})
-    TrialResult(trial="baseline", status="ok", metrics={"frames": 10.0}).write(folder)
-    write_speed_ratios(tmp_path, "baseline")
-    [warning] = warn_if_busy(tmp_path)
-    assert "other processes used 55% of the CPU" in warning and "load average 3.9 on 2 cores" in warning
+    busy = {"total_s": 1.0, "other_cpu_pct": 55.0, "load_avg_1m": 3.9, "cpu_cores": 2.0}
+    capped = {"total_s": 1.0, "gpu_throttled": 1.0, "gpu_slowed_pct": 90.0, "gpu_sm_clock_mhz": 1620.0,
+              "gpu_sm_clock_max_mhz": 1980.0, "gpu_slowdown_reasons": 0x4}  # as on the H200, 2026-12-03
+    for name, run in (("baseline", busy), ("compile", capped)):
+        folder = tmp_path / "trials" / f"{name}-0000"
+        write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": run, "runs": [run] * 5})
+        TrialResult(trial=name, status="ok", metrics={"frames": 10.0, "fps": 10.0}).write(folder)
+        (folder / "config.json").write_text(json.dumps({"device": "cuda"}))
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "load", "baseline": "baseline"}))
+    ratios = json.loads(write_speed_ratios(tmp_path, "baseline").read_text())
+    [warning] = warn_if_busy(tmp_path)  # the baseline's: other processes; the power cap is no warning
+    assert "baseline" in warning and "other processes used 55% of the CPU" in warning
+    assert "load average 3.9 on 2 cores" in warning
+    assert ratios["compile"]["machine_busy"] == "false"
+    assert "1620 of 1980 MHz: power cap" in ratios["compile"]["gpu_power_limited"]
+    text = write_report(tmp_path).read_text()
+    assert "**The machine was busy** while 1 trial(s)" in text and "**GPU at its power limit** while 1" in text
 
 
 def test_the_report_marks_the_noisy_trial_and_draws_real_images(noisy_sweep) -> None:

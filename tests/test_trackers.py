@@ -231,7 +231,7 @@ def _gpu_reading(monkeypatch, gpus: list[dict], device: str = "cuda:1", **env: s
     return load.summary()
 
 
-POWER_CAP, IDLE, SYNC_BOOST = 0x4, 0x1, 0x10
+POWER_CAP, IDLE, SYNC_BOOST, THERMAL = 0x4, 0x1, 0x10, 0x20
 
 
 def test_machine_load_reads_the_gpu_the_run_uses(monkeypatch):
@@ -247,7 +247,7 @@ def test_machine_load_reads_the_gpu_the_run_uses(monkeypatch):
 
 
 def test_a_gpu_is_slowed_only_below_its_maximum_clock_for_power_or_heat(monkeypatch):
-    from harness.trackers.machine_load import busy_reasons
+    from harness.trackers.machine_load import busy_reasons, power_limited
 
     def gpu_reasons(run: dict[str, float]) -> list[str]:
         return [
@@ -263,8 +263,12 @@ def test_a_gpu_is_slowed_only_below_its_maximum_clock_for_power_or_heat(monkeypa
     assert at_max["gpu_throttled"] == 0 and gpu_reasons(at_max) == []
     idle = reading(345, IDLE)  # lowered because nothing runs: not a slowdown
     assert idle["gpu_throttled"] == 0 and gpu_reasons(idle) == []
-    capped = reading(1755, POWER_CAP | IDLE)
+    capped = reading(1755, POWER_CAP | IDLE)  # the cap alone: the trial's own load, reported apart from busy
     assert capped["gpu_throttled"] == 1 and capped["gpu_slowed_pct"] == 100
-    assert gpu_reasons(capped) == [
-        "GPU clocks slowed in 100% of samples (SM down to 1755 of 1980 MHz: power cap)"
+    assert gpu_reasons(capped) == []
+    assert power_limited(capped) == "GPU clocks slowed in 100% of samples (SM down to 1755 of 1980 MHz: power cap)"
+    hot = reading(1600, POWER_CAP | THERMAL)  # heat is not the trial's doing alone: busy
+    assert power_limited(hot) == ""
+    assert gpu_reasons(hot) == [
+        "GPU clocks slowed in 100% of samples (SM down to 1600 of 1980 MHz: power cap, thermal (software))"
     ]

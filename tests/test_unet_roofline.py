@@ -155,3 +155,14 @@ def test_a_class_total_above_the_timeline_is_flagged_in_the_table():
     found = {"kernel_ms": 12.0, "device_kernel_ms": 10.0, "busy_ms": 9.0, "unclaimed_ms": -2.0}
     assert "COUNTED TWICE" in roofline._double_counted(found)
     assert roofline._double_counted({**found, "kernel_ms": 10.0}) == ""
+
+
+def test_the_standalone_script_profiles_a_tiny_call_and_writes_its_table(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    argv = ["unet_roofline.py", "--tiny", "--device", "cpu", "--configs", "eager", "--frames", "4", "--calls", "1",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    roofline.main()
+    table = (tmp_path / "unet_roofline_256.md").read_text()
+    assert "| temporal attention |" in table and "eager ms" in table
+    assert (tmp_path / "unet_roofline_256.png").stat().st_size > 0

@@ -12,7 +12,9 @@ sample counts as **slowed** only when the SM clock is below that GPU's maximum S
 or thermal reason for it: a GPU at its maximum clock is never slowed, whatever flags it shows, and a clock lowered
 because the GPU idles between kernels is not a slowdown. Recorded: the lowest SM clock, the maximum, the share
 of slowed samples (`gpu_slowed_pct`), `gpu_throttled` (any) and the reasons seen. Figures for which the machine
-gives no reading are left out.
+gives no reading are left out. A GPU slowed by its power cap alone is reported as power-limited, not busy: on
+an H200 the U-Net's kernels reach the cap by themselves (measured: SM at 1620-1920 of 1980 MHz in every trial
+of the speed sweeps, the baseline's included).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ GPU_SAMPLE_S = 0.5
 # NVML's clock event reasons that slow the GPU down for power or heat (nvmlClocksEventReason*); the others
 # (idle, application clock setting, sync boost, display clock) are not a slowdown of the run.
 SLOWDOWN_REASONS = {
-    0x4: "power cap",
+    0x4: "power cap",  # POWER_CAP
     0x8: "hardware slowdown",
     0x20: "thermal (software)",
     0x40: "thermal (hardware)",
@@ -200,21 +202,41 @@ def worst(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+POWER_CAP = 0x4
+
+
+def _clock_text(run: dict[str, Any], names: Sequence[str]) -> str:
+    return (
+        f"GPU clocks slowed in {run.get('gpu_slowed_pct', float('nan')):.0f}% of samples (SM down to "
+        f"{run.get('gpu_sm_clock_mhz', float('nan')):.0f} of {run.get('gpu_sm_clock_max_mhz', float('nan')):.0f}"
+        f" MHz: {', '.join(names) or 'reason not given'})"
+    )
+
+
+def _slowdown_names(run: dict[str, Any]) -> list[str]:
+    seen = int(run.get("gpu_slowdown_reasons", 0))
+    return [name for bit, name in SLOWDOWN_REASONS.items() if seen & bit]
+
+
 def busy_reasons(run: dict[str, Any]) -> list[str]:
-    """Why one timed run's readings (a MachineLoad summary) say the machine was busy; [] when it was quiet."""
+    """Why one timed run's readings (a MachineLoad summary) say the machine was busy; [] when it was quiet. A GPU
+    slowed by its power cap alone is not busy (see power_limited)."""
     reasons = []
     if run.get("other_cpu_pct", 0.0) > BUSY_OTHER_CPU_PCT:
         reasons.append(f"other processes used {run['other_cpu_pct']:.0f}% of the CPU")
     cores = run.get("cpu_cores", 0.0)
     if cores and run.get("load_avg_1m", 0.0) > cores + BUSY_LOAD_MARGIN:
         reasons.append(f"load average {run['load_avg_1m']:.1f} on {cores:.0f} cores")
-    if run.get("gpu_throttled"):
-        names = [
-            name for bit, name in SLOWDOWN_REASONS.items() if int(run.get("gpu_slowdown_reasons", 0)) & bit
-        ]
-        reasons.append(
-            f"GPU clocks slowed in {run.get('gpu_slowed_pct', float('nan')):.0f}% of samples (SM down to "
-            f"{run.get('gpu_sm_clock_mhz', float('nan')):.0f} of {run.get('gpu_sm_clock_max_mhz', float('nan')):.0f}"
-            f" MHz: {', '.join(names) or 'reason not given'})"
-        )
+    if run.get("gpu_throttled") and not power_limited(run):
+        reasons.append(_clock_text(run, _slowdown_names(run)))
     return reasons
+
+
+def power_limited(run: dict[str, Any]) -> str:
+    """The clocks of a GPU slowed by its power cap and nothing else ('' otherwise): an H200 running dense
+    kernels for seconds reaches its power limit by itself, the baseline too, so this describes the trial's own
+    load, not another job's; heat, hardware slowdown or a power brake still count as busy."""
+    names = _slowdown_names(run)
+    if not run.get("gpu_throttled") or names != [SLOWDOWN_REASONS[POWER_CAP]]:
+        return ""
+    return _clock_text(run, names)
