@@ -47,9 +47,10 @@ are cached, and > 220-270 s for anything with coordinate-descent tuning.
 
 1. The roofline and the cheap lossless levers (command about 8.5 min; the priority if only one call is made):
    `LEVERS_ROOFLINE=eager,compile LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
-   levers:512:eager,compile,fuse-qkv,conv1x1-mm,b4,flash@480`
-   eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), fuse-qkv 1.5, conv1x1-mm 1.5,
-   b4 2.2 (new shapes: cold); flash only if 60 s are left (else recorded as skipped). Returns 8 files: probe.txt,
+   levers:512:eager,compile,temporal-reduction,fuse-qkv,conv1x1-mm,b4@480`
+   eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), temporal-reduction 1.5 (the
+   roofline's largest class per TFLOP), fuse-qkv 1.5, conv1x1-mm 1.5; b4 (new shapes: cold, 2.2) only if time is
+   left (else recorded as skipped), and flash in a later call. Returns 8 files: probe.txt,
    levers.log, unet_levers_512.json/.md, unet_roofline_512.json/.md/.png, compile.megacache.xz (if <= 16 MB).
 2. The near-lossless levers: `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
    levers:512:compile,fp8,int8dq,fp8-row@480` (compile 1 min warm from the carried cache, else 2.5; fp8 and
@@ -90,6 +91,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "eager": {"settings": {}, "tier": "reference"},
     "compile": {"settings": COMPILED, "tier": "reference"},
     "fuse-qkv": {"settings": {**COMPILED, "fuse_qkv": "on"}, "tier": "float"},
+    # the motion modules' 16-token attention fused by inductor instead of a flash kernel's padded tiles
+    "temporal-reduction": {"settings": {**COMPILED, "temporal_attention": "reduction"}, "tier": "float"},
     "flash": {"settings": {**COMPILED, "attention": "flash"}, "tier": "float"},
     "cudnn": {"settings": {**COMPILED, "attention": "cudnn"}, "tier": "float"},
     "efficient": {"settings": {**COMPILED, "attention": "efficient"}, "tier": "float"},

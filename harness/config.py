@@ -253,6 +253,15 @@ class RunConfig:
         choices=ON_OFF,
         family="fuse-qkv",
     )
+    temporal_attention: str = setting(
+        "sdpa",
+        "how the motion modules' temporal self-attention (16-token sequences) is computed: sdpa = "
+        "scaled_dot_product_attention, as the reference; reduction = a float32 multiply-and-sum that "
+        "torch.compile fuses (the same math; meant for compile)",
+        group="model transforms",
+        choices=("sdpa", "reduction"),
+        family="temporal-attention",
+    )
     channels_last: str = setting(
         "off",
         "channels-last memory layout for the U-Net's and VAE's convolutions",

@@ -32,6 +32,7 @@ VALUES = [
     ("batch", 2, "float"),
     ("attention", "math", "float"),
     ("fuse-qkv", "on", "float"),
+    ("temporal-attention", "reduction", "float"),
     ("channels-last", "on", "float"),
     ("vae-slicing", "on", "float"),
     ("deepcache", "interval=1,branch=0", "float"),

@@ -38,6 +38,7 @@ SAMPLES: dict[str, list] = {
     "batch": [2],
     "attention": ["math"],
     "fuse-qkv": ["on"],
+    "temporal-attention": ["reduction"],
     "channels-last": ["on"],
     "vae-slicing": ["on"],
     "execution": ["pipelined"],
@@ -61,6 +62,7 @@ FIELD = {
     "batch": "segments_per_call",
     "attention": "attention",
     "fuse-qkv": "fuse_qkv",
+    "temporal-attention": "temporal_attention",
     "channels-last": "channels_last",
     "vae-slicing": "vae_slicing",
     "execution": "execution",
@@ -71,10 +73,12 @@ FAMILY = {field: family for family, field in FIELD.items()}
 # (exact), the same math in another order or kernel (float), and DeepCache between the values that run the full
 # U-Net on every call (float); every other change is lossy.
 EXACT_FIELDS = {"workers", "detect_processes", "execution"}
-FLOAT_FIELDS = {"segments_per_call", "compile", "attention", "fuse_qkv", "channels_last", "vae_slicing"}
+FLOAT_FIELDS = {
+    "segments_per_call", "compile", "attention", "fuse_qkv", "temporal_attention", "channels_last", "vae_slicing"
+}
 FULL_UNET_DEEPCACHE = {"off", "interval=1,branch=0"}
 # The declared transform order, written out: the encoder, then the U-Net from its float weights outwards.
-ORDER = ["whisper_dtype", "pruning", "fuse_qkv", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
+ORDER = ["whisper_dtype", "pruning", "fuse_qkv", "temporal_attention", "channels_last", "vae_slicing", "quantization", "deepcache", "attention", "compile"]
 BASES = [
     {},
     {"steps": 3},

@@ -36,6 +36,7 @@ for _family, _target in {
     "encoder-preset": "variants.encoder_preset:EncoderPreset",
     "attention": "variants.attention:Attention",
     "fuse-qkv": "variants.fuse_qkv:FuseQkv",
+    "temporal-attention": "variants.temporal_attention:TemporalAttentionForm",
     "channels-last": "variants.channels_last:ChannelsLast",
     "vae-slicing": "variants.vae_slicing:VaeSlicing",
     "detect-processes": "variants.detect_processes:DetectProcesses",

@@ -13,7 +13,7 @@ or thermal reason for it: a GPU at its maximum clock is never slowed, whatever f
 because the GPU idles between kernels is not a slowdown. Recorded: the lowest SM clock, the maximum, the share
 of slowed samples (`gpu_slowed_pct`), `gpu_throttled` (any) and the reasons seen. Figures for which the machine
 gives no reading are left out. A GPU slowed by its power cap alone is reported as power-limited, not busy: on
-an H200 the U-Net's kernels reach the cap by themselves (measured: SM at 1620-1920 of 1980 MHz in every trial
+an H200 the U-Net's kernels reach the cap by themselves (measured: SM at 1620-1965 of 1980 MHz in every trial
 of the speed sweeps, the baseline's included).
 """
 
