@@ -46,7 +46,7 @@ synthetic weights, CUDA), about 60-90 s to compile a lever of the same shapes on
 are cached, and > 220-270 s for anything with coordinate-descent tuning.
 
 1. The roofline and the cheap lossless levers (command about 8.5 min; the priority if only one call is made):
-   `LEVERS_ROOFLINE=eager,compile LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
+   `LEVERS_ROOFLINE=eager,compile,temporal-reduction LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
    levers:512:eager,compile,temporal-reduction,fuse-qkv,conv1x1-mm,b4@480`
    eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), temporal-reduction 1.5 (the
    roofline's largest class per TFLOP), fuse-qkv 1.5, conv1x1-mm 1.5; b4 (new shapes: cold, 2.2) only if time is
