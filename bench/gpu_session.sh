@@ -4,7 +4,8 @@
 #   core         bench/core_speed.py at 512, fp16, eager and torch.compile (default mode)
 #   speed:PART[@S]  experiments/speed/PART.yaml as shipped (5 timed repeats in rounds beside the baseline; at most
 #                S seconds, default 580); the sweep folder (results.csv, speed_ratios.json, rounds.json,
-#                report/, the trials' JSON; no videos) lands in $OUT/speed-PART_sweep.tgz
+#                report/, the trials' JSON; no videos) lands in $OUT/speed-PART_sweep.tgz, its fidelity table
+#                in $OUT/speed-PART.md
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
@@ -67,9 +68,8 @@ for step in "$@"; do
       [[ $part == *@* ]] && limit=${part##*@} && part=${part%@*}
       timeout "$limit" python3 -m harness.cli sweep "experiments/speed/$part.yaml" --no-mlflow \
         --out-dir "/tmp/speed-$part" > "$OUT/speed-$part.log" 2>&1
-      tail -16 "$OUT/speed-$part.log"
-      tar czf "$OUT/speed-${part}_sweep.tgz" -C "/tmp/speed-$part" --exclude='*.mp4' --exclude='*.generated' \
-        --exclude='*.prof' . ;;
+      tail -3 "$OUT/speed-$part.log"
+      bundle_sweep "/tmp/speed-$part" "speed-$part" ;;
     realtime:*)
       spec=${step#realtime:}
       limit=520

@@ -36,8 +36,9 @@ BUSY_LOAD_MARGIN = 0.5
 GPU_SAMPLE_S = 0.5
 # NVML's clock event reasons that slow the GPU down for power or heat (nvmlClocksEventReason*); the others
 # (idle, application clock setting, sync boost, display clock) are not a slowdown of the run.
+POWER_CAP = 0x4  # alone, the trial's own load (power_limited); with any other reason, a busy machine
 SLOWDOWN_REASONS = {
-    0x4: "power cap",  # POWER_CAP
+    POWER_CAP: "power cap",
     0x8: "hardware slowdown",
     0x20: "thermal (software)",
     0x40: "thermal (hardware)",
@@ -200,9 +201,6 @@ def worst(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
         else:
             out[key] = min(values) if key in _LEAST else max(values)
     return out
-
-
-POWER_CAP = 0x4
 
 
 def _clock_text(run: dict[str, Any], names: Sequence[str]) -> str:
