@@ -126,13 +126,17 @@ def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree():
     assert all("tflops" in r for r in rows if r["class"] in MATH_CLASSES)
 
 
-def _event(name: str, device: str, start: float = 0.0, end: float = 0.0, kernels=(), parent=None) -> SimpleNamespace:
+def _event(
+    name: str, device: str, start: float = 0.0, end: float = 0.0, kernels=(), parent=None, id=0, linked=0,
+    shapes=(),
+) -> SimpleNamespace:
     from torch.autograd import DeviceType
 
     return SimpleNamespace(
-        name=name, device_type=DeviceType.CUDA if device == "cuda" else DeviceType.CPU, input_shapes=[],
+        name=name, device_type=DeviceType.CUDA if device == "cuda" else DeviceType.CPU, input_shapes=list(shapes),
         cpu_parent=parent, kernels=[SimpleNamespace(name=k, duration=us) for k, us in kernels],
-        time_range=SimpleNamespace(start=start, end=end), is_user_annotation=False,
+        time_range=SimpleNamespace(start=start, end=end), is_user_annotation=False, id=id,
+        linked_correlation_id=linked,
     )
 
 
@@ -149,6 +153,30 @@ def test_each_kernel_counts_once_and_the_timeline_checks_the_attribution():
     assert found["class_us"][OTHER] == 5.0 and found["unclaimed_us"] == 5.0
     assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0
     assert found["busy_us"] == 33.0  # the two kernels overlap by 2 us
+    assert found["linked_by"] == roofline.BY_OP_LISTS  # these device events carry no launching op's id
+
+
+def test_with_device_links_each_kernel_counts_once_under_the_op_that_launched_it():
+    # Compiled code: an attention op and a Triton kernel's profiler range share id 7, and both list the attention
+    # kernel (the op-list path would count it twice). The device events name their launching op's id: each is
+    # counted once, under the op of that id that started last before it; a kernel whose id names no op falls back
+    # to its own name; a runtime call carrying id 7 is never an owner.
+    sdpa = _event("aten::_scaled_dot_product_cudnn_attention", "cpu", 0.0, 5.0, id=7,
+                  kernels=[("cudnn_sdpa_fprop", 20.0)], shapes=[[2, 8, 4096, 40], [2, 8, 4096, 40]])
+    triton = _event("triton_poi_fused_add_native_group_norm_3", "cpu", 30.0, 31.0, id=7,
+                    kernels=[("cudnn_sdpa_fprop", 20.0), ("triton_poi_fused_add_native_group_norm_3", 4.0)])
+    runtime = _event("cuLaunchKernelEx", "cpu", 29.0, 30.5, id=7)
+    timeline = [
+        _event("cudnn_sdpa_fprop", "cuda", 6.0, 26.0, linked=7),
+        _event("triton_poi_fused_add_native_group_norm_3", "cuda", 32.0, 36.0, linked=7),
+        _event("nvjet_sm90_hsh_256x128", "cuda", 36.0, 39.0, linked=99),
+    ]
+    found = roofline.attribute([sdpa, triton, runtime, *timeline], cuda=True, frames=16)
+    assert found["linked_by"] == roofline.BY_DEVICE_EVENTS
+    assert found["class_us"][SPATIAL] == 20.0
+    assert found["class_us"][ELEMENTWISE] == 4.0
+    assert found["class_us"][LINEAR] == 3.0
+    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 27.0 and found["unclaimed_us"] == 0.0
 
 
 def test_a_class_total_above_the_timeline_is_flagged_in_the_table():
