@@ -99,6 +99,7 @@ def test_kernels_that_run_on_cpu_give_the_unwrapped_output(unet):
         torch.testing.assert_close(_run(wrapper, inputs), plain, rtol=1e-4, atol=1e-5)
 
 
+@torch._functorch.config.patch(enable_autograd_cache=True)  # the wrapper turns it off for the process
 def test_compile_compiles_inside_the_attention_wrapper(unet):
     """Listed in any order, compile comes after attention and goes through the wrapper's compile, so the kernel
     choice stays outside the compiled graph. Nothing is called, so nothing is actually compiled here."""
@@ -110,6 +111,32 @@ def test_compile_compiles_inside_the_attention_wrapper(unet):
     assert pipeline.applied == ["unet:attention=math", "unet:compile=default", "vae:compile=default"]
     assert isinstance(pipeline.unet, SdpaKernelUNet) and pipeline.unet.unet is unet
     assert unet._compiled_call_impl is not None and pipeline.unet._compiled_call_impl is None
+    assert not torch._functorch.config.enable_autograd_cache
+
+
+class _Attend(nn.Module):
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q) * 2
+
+
+@torch._functorch.config.patch(enable_autograd_cache=True)
+def test_a_forced_kernel_is_compiled_not_taken_from_a_cache_of_another(tmp_path, monkeypatch):
+    """A graph compiled with torch's own choice (on a CPU, the flash kernel) into a cache folder, then the same
+    module compiled under attention=math with that folder: the math graph runs, not the cached flash graph
+    (AOTAutograd's cache keys dynamo's graph, where both are one SDPA call)."""
+    from torch._inductor.utils import run_and_get_code
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    q = torch.randn(1, 2, 16, 8)
+    with torch.no_grad():
+        _, auto = run_and_get_code(torch.compile(_Attend()), q)
+        torch._dynamo.reset()
+        wrapper = SdpaKernelUNet(_Attend(), BACKENDS["math"])
+        wrapper.compile()
+        out, forced = run_and_get_code(wrapper, q)
+    torch._dynamo.reset()
+    assert "flash_attention" in auto[0] and "flash_attention" not in forced[0]
+    torch.testing.assert_close(out, _Attend()(q))
 
 
 def test_attention_wraps_deepcache_which_compile_then_compiles(unet):

@@ -121,7 +121,13 @@ class SdpaKernelUNet(nn.Module):
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Compile the wrapped U-Net by its own `compile` (DeepCache compiles its two paths): the kernel choice
-        stays outside the compiled graphs and is in force while dynamo traces them on the first call."""
+        stays outside the compiled graphs and is in force while dynamo traces them on the first call.
+
+        AOTAutograd's on-disk cache is turned off for the process: it keys a graph by dynamo's graph, in which
+        attention is one SDPA call whatever the backend, so it would hand back a graph compiled earlier under
+        another backend (on the H200, `compile` then `attention: flash` ran compile's cuDNN graph). Inductor's
+        own cache keys the lowered graph, which names the kernel, and still serves."""
+        torch._functorch.config.enable_autograd_cache = False
         self.unet.compile(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
