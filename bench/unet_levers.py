@@ -32,35 +32,29 @@ into the rows; `--load-cache DIR` loads a lever's file before it compiles, so th
 (the row's fxgraph_cache then says hit; the cold compile time is the earlier call's row). Checked on the CPU only:
 the tiny U-Net's file is 4.5 MB raw, 0.2 MB packed; loaded into an empty cache folder it gave a graph-cache hit,
 but the C++ kernels were built again (first call 97 s against 132 s cold, 16 s with the whole cache folder).
-On a GPU the file also holds the compiled Triton kernels, so the gain should be larger; neither that nor the
-file's size at 512 is measured yet. A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
+On a GPU the file also holds the compiled Triton kernels, so the gain should be larger (not measured yet; the
+file is 3.9 MB packed at 512). A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
 most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So every lever is compiled
 and measured in one call, and only `compile`, the baseline every call repeats, is worth carrying to the next
 call, if its file is small.
 
-Recommended device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (diffusers and torchao
-wheels) and, for calls 2 and 3, `.gpucache` (gitignored) holding call 1's compile.megacache.xz if it came back;
-each call costs about 1.5 min of machine start on top of its command). The minutes are estimates, not measurements: from the
-measured 99-124 s cold compile of `compile: default` (README), about 15 s per lever for its own process (import,
-synthetic weights, CUDA), about 60-90 s to compile a lever of the same shapes once the baseline's Triton kernels
-are cached, and > 220-270 s for anything with coordinate-descent tuning.
+Measured on the H200 (2026-12-03, README "Where the U-Net call's time goes"; bench/results/h200_unet_levers_512_*):
+first calls of 96 s (`compile`, cold), 87-114 s (fuse-qkv, conv1x1-mm, b4, temporal-reduction: new graphs, the
+baseline's Triton kernels cached), 13-17 s from inductor's cache, 185 s for fp8, over 196 s for int8dq (not
+finished); each lever's process about 35 s beyond its first call. `compile.megacache.xz` is 3.9 MB at 512. Levers
+measured: eager, compile, temporal-reduction, fuse-qkv, b4, conv1x1-mm, fp8 (and flash, which then took compile's
+graph from AOTAutograd's cache: fixed since in variants/attention.py).
 
-1. The roofline and the cheap lossless levers (command about 8.5 min; the priority if only one call is made):
-   `LEVERS_ROOFLINE=eager,compile,temporal-reduction LEVERS_ARGS="--save-cache compile" bash bench/gpu_session.sh
-   levers:512:eager,compile,temporal-reduction,fuse-qkv,conv1x1-mm,b4@480`
-   eager 0.7 min, compile 2.5 (cold compile, its roofline profile and cache file), temporal-reduction 1.5 (the
-   roofline's largest class per TFLOP), fuse-qkv 1.5, conv1x1-mm 1.5; b4 (new shapes: cold, 2.2) only if time is
-   left (else recorded as skipped), and flash in a later call. Returns 8 files: probe.txt,
-   levers.log, unet_levers_512.json/.md, unet_roofline_512.json/.md/.png, compile.megacache.xz (if <= 16 MB).
-2. The near-lossless levers: `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
-   levers:512:compile,fp8,int8dq,fp8-row@480` (compile 1 min warm from the carried cache, else 2.5; fp8 and
-   int8dq about 2.5 each; fp8-row (bf16) if time is left).
-3. The inductor recipe (optional): `... levers:512:compile,recipe,autotune@480` (recipe alone may take 4-5 min;
-   autotune gets what is left and, cut short, still states its compile time as "> N s"). Then the winners
-   stacked: LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on'.
-Calls 2 and 3 leave `eager` out (their fidelity is against `compile`, which is 53 dB from eager at 512); every
-call repeats `compile` because machines differ. `bash bench/gpu_session.sh roofline` alone (about 3.5 min)
-profiles eager and compile without the levers.
+Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (the diffusers and torchao wheels)
+and `.gpucache` (gitignored: compile.megacache.xz); each also costs about 1.5 min of machine start):
+1. The recipe and the attention kernels under compile: `LEVERS_ARGS="--load-cache .gpucache" bash
+   bench/gpu_session.sh levers:512:compile,flash,cudnn,recipe@480` (recipe may take 4-5 min to compile).
+2. int8 and fp8 per row, compiled into the cache first: `LEVERS_ARGS="--load-cache .gpucache --compile-only" ...
+   levers:512:int8dq,fp8-row@540`, then on the same warm machine the same without `--compile-only`, with compile.
+3. The roofline with device-event attribution: `ROOFLINE_CONFIGS=eager,compile bash bench/gpu_session.sh roofline`
+   (about 3.5 min; its table should show no COUNTED TWICE line).
+Then max-autotune-no-cudagraphs (`autotune`, compile time stated even when cut short) and the winners stacked:
+LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on'.
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
     python bench/unet_levers.py --tiny --device cpu --levers eager,fuse-qkv --frames 4 --steps 2 --repeats 2
