@@ -47,8 +47,9 @@ graph from AOTAutograd's cache: fixed since in variants/attention.py).
 
 Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (the diffusers and torchao wheels)
 and `.gpucache` (gitignored: compile.megacache.xz); each also costs about 1.5 min of machine start):
-1. The recipe and the attention kernels under compile: `LEVERS_ARGS="--load-cache .gpucache" bash
-   bench/gpu_session.sh levers:512:compile,flash,cudnn,recipe@480` (recipe may take 4-5 min to compile).
+1. Packed temporal attention, the attention kernels under compile and the recipe: `LEVERS_ARGS="--load-cache
+   .gpucache" bash bench/gpu_session.sh levers:512:compile,temporal-packed,flash,cudnn,recipe@480` (about 1.5 min
+   each for the first three, with their fidelity; the recipe may take 4-5 min to compile, and gets what is left).
 2. int8 and fp8 per row, compiled into the cache first: `LEVERS_ARGS="--load-cache .gpucache --compile-only" ...
    levers:512:int8dq,fp8-row@540`, then on the same warm machine the same without `--compile-only`, with compile.
 3. The roofline with device-event attribution: `ROOFLINE_CONFIGS=eager,compile bash bench/gpu_session.sh roofline`
@@ -87,6 +88,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "fuse-qkv": {"settings": {**COMPILED, "fuse_qkv": "on"}, "tier": "float"},
     # the motion modules' 16-token attention fused by inductor instead of a flash kernel's padded tiles
     "temporal-reduction": {"settings": {**COMPILED, "temporal_attention": "reduction"}, "tier": "float"},
+    # ...or as 128-token sequences (8 of them) under a block-diagonal mask, so a kernel tile is not mostly padding
+    "temporal-packed": {"settings": {**COMPILED, "temporal_attention": "packed"}, "tier": "float"},
     "flash": {"settings": {**COMPILED, "attention": "flash"}, "tier": "float"},
     "cudnn": {"settings": {**COMPILED, "attention": "cudnn"}, "tier": "float"},
     "efficient": {"settings": {**COMPILED, "attention": "efficient"}, "tier": "float"},

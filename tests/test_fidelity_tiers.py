@@ -33,6 +33,7 @@ VALUES = [
     ("attention", "math", "float"),
     ("fuse-qkv", "on", "float"),
     ("temporal-attention", "reduction", "float"),
+    ("temporal-attention", "packed", "float"),
     ("channels-last", "on", "float"),
     ("vae-slicing", "on", "float"),
     ("deepcache", "interval=1,branch=0", "float"),

@@ -1,5 +1,6 @@
-"""temporal-attention=reduction: the motion modules' attention as a float32 multiply-and-sum gives SDPA's output
-(within float rounding) with separate or fused projections, and only the temporal layers change."""
+"""temporal-attention=reduction|packed: the motion modules' attention as a float32 multiply-and-sum, or as packed
+sequences under a block-diagonal mask, gives SDPA's output (within float rounding) with separate or fused
+projections, and only the temporal layers change."""
 
 from __future__ import annotations
 
@@ -10,37 +11,71 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from harness.models.motion_module import TemporalAttention
 from harness.models.unet import load_unet
 from variants.base import VariantError
-from variants.temporal_attention import ReductionAttnProcessor, use_reduction_attention
+from variants.temporal_attention import (
+    PackedAttnProcessor,
+    ReductionAttnProcessor,
+    TemporalAttentionForm,
+    pack_size,
+    use_temporal_processor,
+)
+
+PROCESSORS = [ReductionAttnProcessor, PackedAttnProcessor]
 
 
+@pytest.mark.parametrize("processor", PROCESSORS)
 @pytest.mark.parametrize("fused", [False, True])
-@pytest.mark.parametrize("dim, heads, frames", [(64, 8, 16), (40, 1, 3)])
-def test_reduction_gives_sdpas_output(dim, heads, frames, fused):
+@pytest.mark.parametrize("dim, heads, frames, sequences", [(64, 8, 16, 24), (40, 1, 3, 6), (32, 2, 16, 9)])
+def test_each_form_gives_sdpas_output(processor, dim, heads, frames, sequences, fused):
     torch.manual_seed(0)
     layer = TemporalAttention(dim, heads, max_len=24, position_encoding=True).eval()
     if fused:
         layer.fuse_projections()
-    tokens = torch.randn(6, frames, dim)
+    tokens = torch.randn(sequences, frames, dim)
     with torch.no_grad():
         layer.set_processor(AttnProcessor2_0())
         expected = layer(tokens)
-        layer.set_processor(ReductionAttnProcessor())
+        layer.set_processor(processor())
         got = layer(tokens)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert not torch.equal(got, tokens)  # it did attend (the output is no copy of its input)
 
 
-def test_only_the_temporal_layers_of_the_unet_change():
+def test_packing_takes_the_most_neighbouring_sequences_that_fit_and_divide():
+    assert pack_size(2 * 4096, 16) == 8  # 512's first level: 8 sequences of 16 frames, 128 tokens
+    assert pack_size(9, 16) == 3  # 9 sequences: 3 packs of 3 (9 is no multiple of 8)
+    assert pack_size(7, 16) == 7 and pack_size(6, 3) == 6
+    assert pack_size(5, 200) == 1  # sequences longer than a pack: left alone
+
+
+def test_a_packed_token_sees_only_its_own_sequence():
+    """Changing one sequence leaves its pack neighbours' outputs as they were."""
+    torch.manual_seed(0)
+    layer = TemporalAttention(32, 2, max_len=24, position_encoding=False).eval()
+    layer.set_processor(PackedAttnProcessor())
+    tokens = torch.randn(8, 16, 32)
+    changed = tokens.clone()
+    changed[3] = torch.randn(16, 32)
+    with torch.no_grad():
+        before, after = layer(tokens), layer(changed)
+    keep = [i for i in range(8) if i != 3]
+    torch.testing.assert_close(after[keep], before[keep], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(after[3], before[3])
+
+
+@pytest.mark.parametrize("value, processor", [("reduction", ReductionAttnProcessor), ("packed", PackedAttnProcessor)])
+def test_only_the_temporal_layers_of_the_unet_change(value, processor):
     unet = load_unet("tiny").eval()
     before = {name: type(m.processor) for name, m in unet.named_modules() if isinstance(m, Attention)}
-    use_reduction_attention(unet)
+    (transform,) = TemporalAttentionForm(value).transforms()
+    transform.apply(unet, None)
     after = {name: type(m.processor) for name, m in unet.named_modules() if isinstance(m, Attention)}
     temporal = {name for name, m in unet.named_modules() if isinstance(m, TemporalAttention)}
-    assert temporal and all(after[name] is ReductionAttnProcessor for name in temporal)
+    assert temporal and all(after[name] is processor for name in temporal)
     assert all(after[name] is before[name] for name in set(after) - temporal)  # spatial and audio: as they were
+    assert TemporalAttentionForm("sdpa").transforms() == []
 
 
 def test_a_unet_without_motion_modules_is_refused():
-    with pytest.raises(VariantError, match="no motion module"):
-        use_reduction_attention(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    with pytest.raises(VariantError, match="temporal-attention=packed: the U-Net has no motion module"):
+        use_temporal_processor(torch.nn.Sequential(torch.nn.Linear(4, 4)), PackedAttnProcessor, "temporal-attention=packed")

@@ -38,7 +38,7 @@ SAMPLES: dict[str, list] = {
     "batch": [2],
     "attention": ["math"],
     "fuse-qkv": ["on"],
-    "temporal-attention": ["reduction"],
+    "temporal-attention": ["reduction", "packed"],
     "channels-last": ["on"],
     "vae-slicing": ["on"],
     "execution": ["pipelined"],
