@@ -66,19 +66,9 @@ def use_temporal_processor(unet: nn.Module, processor: type, label: str) -> nn.M
     return unet
 
 
-def _projections(
-    attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: Any, attention_mask: Any
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if encoder_hidden_states is not None or attention_mask is not None:
-        raise ValueError("the temporal processors compute unmasked self-attention only")
-    if attn.fused_projections:
-        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        return query, key, value
-    return attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-
-
-class ReductionAttnProcessor:
-    """A diffusers attention processor: self-attention as float32 multiply-and-sum (see the module doc)."""
+class TemporalProcessor:
+    """A diffusers attention processor for the temporal layers' unmasked self-attention: the layer's (separate
+    or fused) projections, `attend` (the subclass's form), the output projection."""
 
     def __call__(
         self,
@@ -88,19 +78,34 @@ class ReductionAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        query, key, value = _projections(attn, hidden_states, encoder_hidden_states, attention_mask)
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError(f"{type(self).__name__} computes unmasked self-attention only")
+        if attn.fused_projections:
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        out = self.attend(query, key, value, attn.heads, attn.scale).to(hidden_states.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+        """softmax(QK^T * scale) V per head, for (sequences, tokens, heads x head dim) operands, in that shape."""
+        raise NotImplementedError
+
+
+class ReductionAttnProcessor(TemporalProcessor):
+    """Self-attention as float32 multiply-and-sum (see the module doc)."""
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
         batch, tokens, inner = query.shape
-        heads = attn.heads
 
         def split(x: torch.Tensor) -> torch.Tensor:  # (batch, heads, tokens, head dim), in float32
             return x.view(batch, tokens, heads, inner // heads).transpose(1, 2).float()
 
         query, key, value = split(query), split(key), split(value)
-        scores = (query.unsqueeze(3) * key.unsqueeze(2)).sum(-1) * attn.scale  # (b, h, queries, keys)
+        scores = (query.unsqueeze(3) * key.unsqueeze(2)).sum(-1) * scale  # (b, h, queries, keys)
         weights = scores.softmax(-1)
         out = (weights.unsqueeze(-1) * value.unsqueeze(2)).sum(3)  # (b, h, queries, head dim)
-        out = out.transpose(1, 2).reshape(batch, tokens, inner).to(hidden_states.dtype)
-        return attn.to_out[1](attn.to_out[0](out))
+        return out.transpose(1, 2).reshape(batch, tokens, inner)
 
 
 PACKED_TOKENS = 128  # a packed sequence's longest: one tile of the H200's attention kernels
@@ -113,21 +118,12 @@ def pack_size(sequences: int, tokens: int, longest: int = PACKED_TOKENS) -> int:
     return next(g for g in range(min(most, sequences), 0, -1) if sequences % g == 0)
 
 
-class PackedAttnProcessor:
-    """A diffusers attention processor: neighbouring sequences attended as one under a block-diagonal mask (see
-    the module doc)."""
+class PackedAttnProcessor(TemporalProcessor):
+    """Neighbouring sequences attended as one under a block-diagonal mask (see the module doc)."""
 
-    def __call__(
-        self,
-        attn: nn.Module,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        query, key, value = _projections(attn, hidden_states, encoder_hidden_states, attention_mask)
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
         batch, tokens, inner = query.shape
-        heads, group = attn.heads, pack_size(batch, tokens)
+        group = pack_size(batch, tokens)
         length = group * tokens
 
         def split(x: torch.Tensor) -> torch.Tensor:  # (packs, heads, group x tokens, head dim)
@@ -135,6 +131,5 @@ class PackedAttnProcessor:
 
         sequence = torch.arange(length, device=query.device) // tokens
         own = sequence[:, None] == sequence[None, :]  # True where query and key are of one sequence
-        out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=own, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, tokens, inner)
-        return attn.to_out[1](attn.to_out[0](out))
+        out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=own, scale=scale)
+        return out.transpose(1, 2).reshape(batch, tokens, inner)
