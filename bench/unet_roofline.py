@@ -305,11 +305,33 @@ def busy_us(spans: Sequence[tuple[float, float]]) -> float:
     return total
 
 
+def link_device_events(prof: Any, events: Sequence[Any]) -> None:
+    """Where this torch's FunctionEvent does not carry it (before about 2.12), give each GPU event the id of the
+    op that launched it from the profiler's raw results (matched by start and end, computed as FunctionEvent
+    computes them)."""
+    from torch.autograd import DeviceType
+
+    device = _device_events(events)
+    if not device or all(hasattr(e, "linked_correlation_id") for e in device):
+        return
+    try:
+        result = prof.profiler.kineto_results
+        start = result.trace_start_ns()
+        links = {
+            ((e.start_ns() - start) / 1000, (e.end_ns() - start) / 1000): e.linked_correlation_id()
+            for e in result.events() if e.device_type() == DeviceType.CUDA
+        }
+    except AttributeError:  # no raw results in this torch: the ops' kernel lists serve
+        return
+    for event in device:
+        event.linked_correlation_id = links.get((event.time_range.start, event.time_range.end), 0)
+
+
 def _launches(events: list[Any], cuda: bool) -> tuple[list[tuple[list[Any], str, float]], str]:
     """(the launching op and its parents, kernel name, microseconds) for every kernel, and how they were linked.
 
-    Where the profiler gives each GPU event the id of the op that launched it (FunctionEvent.
-    linked_correlation_id, recent torch), each kernel of the GPU's timeline is taken once and given to the op
+    Where each GPU event has the id of the op that launched it (FunctionEvent.linked_correlation_id, or
+    link_device_events for an older torch), each kernel of the GPU's timeline is taken once and given to the op
     of that id; ids are not unique in compiled code (the compiled call listed 27% more kernel time through the
     ops than its timeline held), so of several such ops the one that started last before the kernel. Otherwise
     each op's own kernel list (runtime calls skipped), which the timeline check below then tests."""
@@ -420,7 +442,9 @@ def profile_call(unet: Any, inputs: Sequence[torch.Tensor], frames: int, calls: 
     finally:
         for handle in handles:
             handle.remove()
-    found = attribute(prof.events(), cuda, frames)
+    events = prof.events()
+    link_device_events(prof, events)
+    found = attribute(events, cuda, frames)
     return {
         "class_ms": {c: us / 1e3 / calls for c, us in found["class_us"].items()},
         "kernel_ms": sum(found["class_us"].values()) / 1e3 / calls,

@@ -179,6 +179,25 @@ def test_with_device_links_each_kernel_counts_once_under_the_op_that_launched_it
     assert sum(found["class_us"].values()) == found["device_kernel_us"] == 27.0 and found["unclaimed_us"] == 0.0
 
 
+def test_an_older_torchs_gpu_events_get_their_launching_ops_id_from_the_raw_results():
+    from torch.autograd import DeviceType
+
+    conv = _event("aten::cudnn_convolution", "cpu", 0.0, 5.0, id=3, kernels=[("xmma_fprop", 10.0)])
+    twin = _event("aten::cudnn_convolution", "cpu", 1.0, 6.0, id=4, kernels=[("xmma_fprop", 10.0)])
+    kernel = SimpleNamespace(**{k: v for k, v in vars(_event("xmma_fprop", "cuda", 7.0, 17.0)).items()
+                                if k != "linked_correlation_id"})  # as an older torch's FunctionEvent
+    raw = [SimpleNamespace(start_ns=lambda: 8_000, end_ns=lambda: 18_000, device_type=lambda: DeviceType.CUDA,
+                           linked_correlation_id=lambda: 3)]
+    prof = SimpleNamespace(profiler=SimpleNamespace(kineto_results=SimpleNamespace(
+        trace_start_ns=lambda: 1_000, events=lambda: raw)))
+    events = [conv, twin, kernel]
+    roofline.link_device_events(prof, events)
+    assert kernel.linked_correlation_id == 3
+    found = roofline.attribute(events, cuda=True, frames=16)
+    assert found["linked_by"] == roofline.BY_DEVICE_EVENTS
+    assert found["class_us"][CONV] == 10.0 == found["device_kernel_us"]  # listed by two ops, counted once
+
+
 def test_a_class_total_above_the_timeline_is_flagged_in_the_table():
     found = {"kernel_ms": 12.0, "device_kernel_ms": 10.0, "busy_ms": 9.0, "unclaimed_ms": -2.0}
     assert "COUNTED TWICE" in roofline._double_counted(found)
