@@ -6,6 +6,8 @@
 #                S seconds, default 580); the sweep folder (results.csv, speed_ratios.json, rounds.json,
 #                report/, the trials' JSON; no videos) lands in $OUT/speed-PART_sweep.tgz, its fidelity table
 #                in $OUT/speed-PART.md
+#   speed-demo1[@S]  compile.yaml's baseline and lossless stack on the whole of demo1, 5 interleaved repeats; longer
+#                than one call: run the step again on the same warm machine and the sweep resumes (default S 560)
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
@@ -70,6 +72,18 @@ for step in "$@"; do
         --out-dir "/tmp/speed-$part" > "$OUT/speed-$part.log" 2>&1
       tail -3 "$OUT/speed-$part.log"
       bundle_sweep "/tmp/speed-$part" "speed-$part" ;;
+    speed-demo1*)
+      # compile.yaml's baseline and lossless stack on the whole of demo1 (250 frames), 5 interleaved repeats,
+      # warm-up 0 (the cold run serves): about 15 minutes, longer than a call. The call stops it at its limit;
+      # the same step again on the same warm machine resumes it (harness/partial_repeats.py), so two calls.
+      limit=560
+      [[ $step == *@* ]] && limit=${step##*@}
+      timeout -k 30 "$limit" python3 -m harness.cli sweep experiments/speed/compile.yaml --no-mlflow \
+        --only baseline,lossless-stack --set warmup=0 --set base.max_seconds=0 \
+        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        --out-dir /tmp/speed-demo1 >> "$OUT/speed-demo1.log" 2>&1
+      tail -3 "$OUT/speed-demo1.log"
+      bundle_sweep /tmp/speed-demo1 speed-demo1 ;;
     realtime:*)
       spec=${step#realtime:}
       limit=520

@@ -131,12 +131,13 @@ def _measure(
     """Load (transforms included), then the cold run (which also records or compares what it generates, for
     the fidelity gate), warm-ups, timed repeats and the separate profiled passes.
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
+    from harness.partial_repeats import PARTIAL_FILE, earlier_repeats, save_partial
     from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker, process_footprint
     from harness.trackers.profile import CProfileTracker
     from harness.trackers.timer import StageTimer
-    from harness.turns import claim_floor, turns
+    from harness.turns import claim_floor, coordinated, turns
     from variants import load_pipeline
 
     load_started = time.perf_counter()
@@ -157,7 +158,6 @@ def _measure(
         stages.update(load.summary())
         return stages, run
 
-    runs = []
     compiled = config.compile != "off"
     cache_before = _compile_cache_counts() if compiled else {}
     fidelity.start(pipeline)
@@ -167,14 +167,20 @@ def _measure(
     metrics.update(fidelity.after_cold_run(pipeline))
     for _ in range(trial.warmup):
         timed_run()
-    rounds = []
-    # in an interleaved sweep each repeat waits for its slot in a round (harness.interleave)
-    for round_id in turns(trial.repeats, folder, lambda: process_footprint(pipeline.device)):
+    # in an interleaved sweep each repeat waits for its slot in a round (harness.interleave), and the repeats an
+    # interrupted run of the sweep timed are kept (harness.partial_repeats)
+    runs, rounds = earlier_repeats(folder) if coordinated() else ([], [])
+    if runs:
+        log.info("%s: %d timed repeats kept from an interrupted run of the sweep", trial.name, len(runs))
+    for round_id in turns(trial.repeats - len(runs), folder, lambda: process_footprint(pipeline.device)):
         runs.append(timed_run()[0])
         rounds.append(round_id)
+        if round_id is not None:
+            save_partial(folder, runs, rounds)
     # every repeat kept, with its round: the sweep's speed ratios pair and bootstrap them (harness.noise)
     timed = {"cold": cold, "runs": runs, **({"rounds": rounds} if any(rounds) else {})}
     write_json_atomic(folder / TIMED_RUNS_FILE, timed)
+    (folder / PARTIAL_FILE).unlink(missing_ok=True)
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
     if compiled:

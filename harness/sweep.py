@@ -753,6 +753,7 @@ def _run_in_rounds(
 
     from harness.interleave import Job, run_interleaved
     from harness.launcher import run_in_subprocess
+    from harness.partial_repeats import earlier_repeats
     from harness.results import read_json, write_json_atomic
 
     results: list[TrialResult] = []
@@ -761,20 +762,28 @@ def _run_in_rounds(
         log.info(
             "trials of input %s: %s, repeats interleaved", input_name, ", ".join(t.name for t, _, _ in group)
         )
+        # repeats an interrupted run of the sweep timed are kept: each process times only the rest
+        kept = {trial.name: len(earlier_repeats(folder)[0]) for trial, folder, _ in group}
         jobs = [
             Job(
                 partial(run_in_subprocess, trial, folder, baseline_output=ref),
                 folder,
                 trial.name,
-                trial.repeats,
+                max(trial.repeats - kept[trial.name], 0),
                 trial.is_baseline,
             )
             for trial, folder, ref in group
         ]
+        if any(kept.values()):
+            log.info("timed repeats kept from an interrupted run: %s", kept)
         rounds = run_interleaved(jobs, sweep.max_processes, sweep.overlap_startup)
         results += [r for r in rounds.results if r is not None]
         path = out_dir / "rounds.json"
-        write_json_atomic(path, {**(read_json(path) if path.exists() else {}), input_name: rounds.record})
+        recorded = read_json(path) if path.exists() else {}
+        record = rounds.record
+        if any(kept.values()) and input_name in recorded:  # the earlier run's rounds, whose repeats were kept
+            record = {**record, "kept_repeats": kept, "resumed_from": recorded[input_name]}
+        write_json_atomic(path, {**recorded, input_name: record})
     return results
 
 

@@ -32,6 +32,11 @@ def _ask(message: dict[str, Any]) -> dict[str, Any] | None:
     return reply
 
 
+def coordinated() -> bool:
+    """Whether this process is a trial of an interleaved sweep (its repeats are timed in rounds)."""
+    return bool(os.environ.get(ADDRESS_ENV))
+
+
 def claim_floor(folder: Path) -> None:
     """After start-up: wait until this process may work alone (its cold run and warm-ups)."""
     _ask({"folder": identity(folder), "kind": "ready"})
@@ -42,7 +47,7 @@ def turns(repeats: int, folder: Path, memory: Callable[[], dict[str, float]]) ->
     hands out (a trial's `repeats`; the baseline one per round of the input), each after waiting for its slot,
     then one last park that is told to stop; every park sends `memory()` (what this process holds and the device
     has free, MB) for the coordinator's admissions. Otherwise: `repeats` times None."""
-    if not os.environ.get(ADDRESS_ENV):
+    if not coordinated():
         yield from [None] * max(repeats, 0)
         return
     while True:  # parks even without repeats: the coordinator learns this process's memory
