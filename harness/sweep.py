@@ -781,8 +781,8 @@ def _run_in_rounds(
         path = out_dir / "rounds.json"
         recorded = read_json(path) if path.exists() else {}
         record = rounds.record
-        if any(kept.values()) and input_name in recorded:  # the earlier run's rounds, whose repeats were kept
-            record = {**record, "kept_repeats": kept, "resumed_from": recorded[input_name]}
+        if any(kept.values()):  # repeats of an earlier run's rounds (their orders, if it got to record them)
+            record = {**record, "kept_repeats": kept, "resumed_from": recorded.get(input_name)}
         write_json_atomic(path, {**recorded, input_name: record})
     return results
 

@@ -100,6 +100,7 @@ def test_a_sweep_run_again_times_only_the_repeats_still_missing(tmp_path):
     assert set(table["status"]) == {"ok"}, table[["status", "error"]]
     [record] = json.loads((out / "rounds.json").read_text()).values()
     assert [sorted(order) for order in record["rounds"]] == [sorted(folders)]  # one new round, not three
+    assert record["kept_repeats"] == {"baseline": 2, "no-guidance": 2}
     new_round = f"{record['seed']:08x}-1"
     for name, folder in folders.items():
         timed = json.loads((folder / "timed_runs.json").read_text())
