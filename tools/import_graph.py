@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.pipeline",),
     ("metrics", "harness.trackers"),
     ("variants",),
-    ("harness.fidelity", "harness.trial", "harness.preflight", "harness.noise", "harness.turns"),
+    ("harness.fidelity", "harness.trial", "harness.preflight", "harness.noise", "harness.turns", "harness.partial_repeats"),
     ("harness.tracking",),
     ("reports",),
     ("harness.runner",),
