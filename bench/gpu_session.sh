@@ -7,7 +7,7 @@
 #                report/, the trials' JSON; no videos) lands in $OUT/speed-PART_sweep.tgz, its fidelity table
 #                in $OUT/speed-PART.md
 #   speed-demo1[@S]  compile.yaml's baseline and lossless stack on the whole of demo1, 5 interleaved repeats; longer
-#                than one call: run the step again on the same warm machine and the sweep resumes (default S 560)
+#                than one call: run the step again on the same warm machine and the sweep resumes (default S 530)
 #   realtime:R:CONFIGS[@S]  bench/realtime.py on the whole of demo1 at resolution R (configurations,
 #                comma-separated; at most S seconds, default 520)
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
@@ -76,7 +76,7 @@ for step in "$@"; do
       # compile.yaml's baseline and lossless stack on the whole of demo1 (250 frames), 5 interleaved repeats,
       # warm-up 0 (the cold run serves): about 15 minutes, longer than a call. The call stops it at its limit;
       # the same step again on the same warm machine resumes it (harness/partial_repeats.py), so two calls.
-      limit=560
+      limit=530  # + its 30 s grace to end, install and bundle: within a call's 600 s
       [[ $step == *@* ]] && limit=${step##*@}
       timeout -k 30 "$limit" python3 -m harness.cli sweep experiments/speed/compile.yaml --no-mlflow \
         --only baseline,lossless-stack --set warmup=0 --set base.max_seconds=0 \
