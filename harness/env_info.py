@@ -10,6 +10,7 @@ import os
 import platform
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -47,17 +48,42 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def git_info(root: Path = REPO_ROOT) -> dict[str, str]:
-    """Commit, branch and dirty flag ("true"/"false", tracked files only) of the checkout at root;
-    "unknown" outside a checkout."""
+    """Commit, branch, dirty flag ("true"/"false", tracked files only) and the files' tree (source_tree) of the
+    checkout at root; "unknown" outside a checkout."""
     commit = _git(root, "rev-parse", "HEAD")
     if not commit:
-        return {"git_commit": UNKNOWN, "git_branch": UNKNOWN, "git_dirty": UNKNOWN}
+        return {"git_commit": UNKNOWN, "git_branch": UNKNOWN, "git_dirty": UNKNOWN, "git_tree": UNKNOWN}
     status = _git(root, "status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": commit,
         "git_branch": _git(root, "rev-parse", "--abbrev-ref", "HEAD") or UNKNOWN,
         "git_dirty": UNKNOWN if status is None else str(bool(status)).lower(),
+        "git_tree": source_tree(root),
     }
+
+
+def source_tree(root: Path = REPO_ROOT) -> str:
+    """The git tree id of the checkout's files as they are (tracked and untracked, not ignored). It equals the
+    tree of the commit that holds exactly these files (`git log --format='%H %T'` finds it) even where HEAD is
+    stale or files changed since, as in a copy of a working tree sent to a GPU machine. Built in a temporary
+    index; file contents are hashed, not stored (only the small tree objects are written)."""
+    listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    if not listed:
+        return UNKNOWN
+    paths = sorted({p for p in listed.split("\0") if p and (root / p).is_file()})
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(folder) / "index")}
+
+            def git(*args: str, stdin: str | None = None) -> str:
+                done = subprocess.run(("git", *args), cwd=root, env=env, input=stdin, capture_output=True,
+                                      text=True, timeout=10 * _SUBPROCESS_TIMEOUT_S, check=True)
+                return done.stdout.strip()
+
+            git("update-index", "--add", "--info-only", "-z", "--stdin", stdin="\0".join(paths) + "\0")
+            return git("write-tree", "--missing-ok") or UNKNOWN
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
 
 
 def _cpu_model() -> str:

@@ -21,6 +21,7 @@ ENVIRONMENT = (
     ("CUDA", "env.cuda"),
     ("commit", "env.git_commit"),
     ("uncommitted changes", "env.git_dirty"),
+    ("code tree (the commit with `git log --format='%H %T'`)", "env.git_tree"),
     ("host", "env.hostname"),
     ("weights", "weights.source"),
 )
