@@ -327,8 +327,9 @@ def link_device_events(prof: Any, events: Sequence[Any]) -> None:
         event.linked_correlation_id = links.get((event.time_range.start, event.time_range.end), 0)
 
 
-def _launches(events: list[Any], cuda: bool) -> tuple[list[tuple[list[Any], str, float]], str]:
-    """(the launching op and its parents, kernel name, microseconds) for every kernel, and how they were linked.
+def _launches(events: list[Any], device: list[Any] | None) -> tuple[list[tuple[list[Any], str, float]], str]:
+    """(the launching op and its parents, kernel name, microseconds) for every kernel, and how they were linked;
+    `device`: the GPU's timeline (_device_events), None on a CPU.
 
     Where each GPU event has the id of the op that launched it (FunctionEvent.linked_correlation_id, or
     link_device_events for an older torch), each kernel of the GPU's timeline is taken once and given to the op
@@ -338,8 +339,7 @@ def _launches(events: list[Any], cuda: bool) -> tuple[list[tuple[list[Any], str,
     from torch.autograd import DeviceType
 
     cpu_ops = [e for e in events if e.device_type == DeviceType.CPU and not RUNTIME_CALL.match(e.name)]
-    device = _device_events(events) if cuda else []
-    if any(getattr(e, "linked_correlation_id", 0) for e in device):
+    if any(getattr(e, "linked_correlation_id", 0) for e in device or ()):
         by_id: dict[int, list[Any]] = defaultdict(list)
         for op in cpu_ops:
             if not getattr(op, "linked_correlation_id", 0):  # an op, not a runtime call linked to one
@@ -353,7 +353,7 @@ def _launches(events: list[Any], cuda: bool) -> tuple[list[tuple[list[Any], str,
         return launches, BY_DEVICE_EVENTS
     launches = []
     for op in cpu_ops:
-        if cuda:
+        if device is not None:
             items = [(k.name, k.duration) for k in op.kernels]
         elif op.name.startswith("aten::") or "cpp_fused" in op.name:
             items = [(op.name, op.self_cpu_time_total)]  # no kernels on a CPU: the op's own time
@@ -374,7 +374,8 @@ def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
     per_class: dict[str, float] = defaultdict(float)
     per_kernel: dict[tuple[str, str], float] = defaultdict(float)
     disagree = 0.0
-    launches, linked_by = _launches(events, cuda)
+    device = _device_events(events) if cuda else None
+    launches, linked_by = _launches(events, device)
     for chain, kernel, us in launches:
         cls, scope = kernel_class(chain, kernel, frames)
         per_class[cls] += us
@@ -382,8 +383,8 @@ def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
         if scope is not None and scope != cls:
             disagree += us
     found: dict[str, Any] = {"scope_disagreement_us": disagree, "linked_by": linked_by}
-    if cuda:
-        spans = [(e.time_range.start, e.time_range.end) for e in _device_events(events)]
+    if device is not None:
+        spans = [(e.time_range.start, e.time_range.end) for e in device]
         device_us = sum(stop - start for start, stop in spans)
         unclaimed = device_us - sum(per_class.values())
         if unclaimed > 0:

@@ -32,17 +32,18 @@ def _safe(read: Callable[[], Any]) -> Any:
     return UNKNOWN if value is None or value == "" else value
 
 
-def _run(*args: str, cwd: Path | None = None) -> str:
+def _run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
     out = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S, check=True
+        args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S,
+        check=True,
     )
     return out.stdout.strip()
 
 
-def _git(root: Path, *args: str) -> str | None:
+def _git(root: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str | None:
     """git's output ("" is a valid answer), or None when git or the checkout is missing."""
     try:
-        return _run("git", *args, cwd=root)
+        return _run("git", *args, cwd=root, env=env, stdin=stdin)
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -71,19 +72,10 @@ def source_tree(root: Path = REPO_ROOT) -> str:
     if not listed:
         return UNKNOWN
     paths = sorted({p for p in listed.split("\0") if p and (root / p).is_file()})
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            env = {**os.environ, "GIT_INDEX_FILE": str(Path(folder) / "index")}
-
-            def git(*args: str, stdin: str | None = None) -> str:
-                done = subprocess.run(("git", *args), cwd=root, env=env, input=stdin, capture_output=True,
-                                      text=True, timeout=10 * _SUBPROCESS_TIMEOUT_S, check=True)
-                return done.stdout.strip()
-
-            git("update-index", "--add", "--info-only", "-z", "--stdin", stdin="\0".join(paths) + "\0")
-            return git("write-tree", "--missing-ok") or UNKNOWN
-    except (OSError, subprocess.SubprocessError):
-        return UNKNOWN
+    with tempfile.TemporaryDirectory() as folder:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(folder) / "index")}
+        added = _git(root, "update-index", "--add", "--info-only", "-z", "--stdin", env=env, stdin="\0".join(paths) + "\0")
+        return (added is not None and _git(root, "write-tree", "--missing-ok", env=env)) or UNKNOWN
 
 
 def _cpu_model() -> str:
