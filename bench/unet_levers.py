@@ -33,17 +33,14 @@ into the rows; `--load-cache DIR` loads a lever's file before it compiles, so th
 the tiny U-Net's file is 4.5 MB raw, 0.2 MB packed; loaded into an empty cache folder it gave a graph-cache hit,
 but the C++ kernels were built again (first call 97 s against 132 s cold, 16 s with the whole cache folder).
 On a GPU the file also holds the compiled Triton kernels, so the gain should be larger (not measured yet; the
-file is 3.9 MB packed at 512). A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
+file's size at 512: README). A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
 most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So every lever is compiled
 and measured in one call, and only `compile`, the baseline every call repeats, is worth carrying to the next
 call, if its file is small.
 
-Measured on the H200 (2026-12-03, README "Where the U-Net call's time goes"; bench/results/h200_unet_levers_512_*):
-first calls of 96 s (`compile`, cold), 87-114 s (fuse-qkv, conv1x1-mm, b4, temporal-reduction: new graphs, the
-baseline's Triton kernels cached), 13-17 s from inductor's cache, 185 s for fp8, over 196 s for int8dq (not
-finished); each lever's process about 35 s beyond its first call. `compile.megacache.xz` is 3.9 MB at 512. Levers
-measured: eager, compile, temporal-reduction, fuse-qkv, b4, conv1x1-mm, fp8 (and flash, which then took compile's
-graph from AOTAutograd's cache: fixed since in variants/attention.py).
+What each lever measured on the H200, its first call's time included, is in README ("Where the U-Net call's time
+goes"), from bench/results/h200_unet_levers_512_*; plan a call by those first calls plus about 35 s of each lever's
+process beyond its first call.
 
 Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (the diffusers and torchao wheels)
 and `.gpucache` (gitignored: compile.megacache.xz); each also costs about 1.5 min of machine start):

@@ -258,7 +258,7 @@ class RunConfig:
         "how the motion modules' temporal self-attention (16-token sequences) is computed: sdpa = "
         "scaled_dot_product_attention, as the reference; packed = SDPA over 8 neighbouring sequences at once "
         "(128 tokens) under a block-diagonal mask; reduction = a float32 multiply-and-sum that torch.compile "
-        "fuses (meant for compile; 15% slower on the H200). The same math in each",
+        "fuses (meant for compile; slower on the H200: README). The same math in each",
         group="model transforms",
         choices=("sdpa", "packed", "reduction"),
         family="temporal-attention",

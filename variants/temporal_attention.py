@@ -2,13 +2,13 @@
 
 Each motion module attends along the frame axis at every latent pixel: at 512 that is 2 x 4096 sequences of 16
 tokens per head at the first level, with head dims of 40-160. scaled_dot_product_attention sends them to a
-flash kernel whose tiles are 64-128 queries long, so most of each tile is padding: on the H200 these layers took
-16 ms of a 168 ms eager call and 21 ms of a 112 ms compiled one for 0.05 of its 35 TFLOP (README, "Where the
-U-Net call's time goes"). `reduction` writes the same softmax(QK^T / sqrt(d)) V as broadcast products summed
+fused kernel (cuDNN's on the H200) whose tiles are 64-128 queries long, so most of each tile is padding: on the
+H200 these layers take about a tenth of the eager call for 0.05 of its 35 TFLOP (README, "Where the U-Net call's
+time goes"). `reduction` writes the same softmax(QK^T / sqrt(d)) V as broadcast products summed
 over the head dim and then over the keys, in float32: inductor fuses such a product into the reduction that
 consumes it, so the 16 x 16 scores never reach memory and the layer reads q, k and v once. Eager, the products
-are materialised (16 times the size of q): the value is meant for `compile`. Measured on the H200 it made the
-compiled call 15% slower (inductor's reductions over transposed operands took 34 ms).
+are materialised (16 times the size of q): the value is meant for `compile`. On the H200 it made the compiled
+call slower (README, "Where the U-Net call's time goes").
 
 `packed` keeps SDPA but hands it longer sequences: up to 128 // 16 = 8 neighbouring sequences become one of 128
 tokens, attended under a block-diagonal mask (a token sees only its own sequence's), so a kernel tile holds 8
