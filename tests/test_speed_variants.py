@@ -3,7 +3,10 @@ recipe's options, channels-last convolutions, optimum-quanto quantization and TA
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -114,29 +117,58 @@ def test_compile_compiles_inside_the_attention_wrapper(unet):
     assert not torch._functorch.config.enable_autograd_cache
 
 
-class _Attend(nn.Module):
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.scaled_dot_product_attention(q, q, q) * 2
+# One process as a run has it: the harness's compile cache folder, then a compile of one attention call, with
+# torch's own kernel choice (auto) or under attention=math; prints whether the code calls the flash kernel, the
+# graph-cache counters and the output's deviation from eager.
+_COMPILE_ONE = """
+import sys, torch
+from variants.compile import use_compile_cache
+mode, cache = sys.argv[1:]
+use_compile_cache(cache)  # first, as the levers bench does: before torch's compile configs are imported
+from variants.attention import BACKENDS, SdpaKernelUNet
+from torch._inductor.utils import run_and_get_code
+torch.manual_seed(0)
+class Attend(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.project = torch.nn.Linear(8, 8)
+    def forward(self, q):
+        q = self.project(q)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+module, q = Attend(), torch.randn(1, 2, 16, 8)
+if mode != "auto":
+    module = SdpaKernelUNet(module, BACKENDS[mode])
+module.compile()
+with torch.no_grad():
+    out, code = run_and_get_code(module, q)
+    eager = (module if mode == "auto" else module.unet).forward(q)  # forward itself: not compiled
+hits = torch._dynamo.utils.counters["inductor"]["fxgraph_cache_hit"]
+print("flash" if "flash_attention" in code[0] else "no-flash", hits, float((out - eager).abs().max()))
+"""
 
 
-@torch._functorch.config.patch(enable_autograd_cache=True)
-def test_a_forced_kernel_is_compiled_not_taken_from_a_cache_of_another(tmp_path, monkeypatch):
-    """A graph compiled with torch's own choice (on a CPU, the flash kernel) into a cache folder, then the same
-    module compiled under attention=math with that folder: the math graph runs, not the cached flash graph
-    (AOTAutograd's cache keys dynamo's graph, where both are one SDPA call)."""
-    from torch._inductor.utils import run_and_get_code
+def _compile_one(mode: str, cache: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _COMPILE_ONE, mode, str(cache)], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env},
+    )
 
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    q = torch.randn(1, 2, 16, 8)
-    with torch.no_grad():
-        _, auto = run_and_get_code(torch.compile(_Attend()), q)
-        torch._dynamo.reset()
-        wrapper = SdpaKernelUNet(_Attend(), BACKENDS["math"])
-        wrapper.compile()
-        out, forced = run_and_get_code(wrapper, q)
-    torch._dynamo.reset()
-    assert "flash_attention" in auto[0] and "flash_attention" not in forced[0]
-    torch.testing.assert_close(out, _Attend()(q))
+
+def test_a_forced_kernel_is_compiled_not_taken_from_a_cache_of_another(tmp_path):
+    """In separate processes sharing the harness's cache folder, as the levers and a sweep's trials run: a graph
+    compiled with torch's own choice (on a CPU, the flash kernel), then the same call under attention=math. The
+    math graph is compiled, not the cached flash one (AOTAutograd's cache keys dynamo's graph, where both are one
+    SDPA call; on the H200 `attention: flash` ran `compile`'s cuDNN graph). And a TORCHINDUCTOR_AUTOGRAD_CACHE=1
+    in the environment, which outranks the variant's switch, is an error naming it, not a silent wrong graph."""
+    auto = _compile_one("auto", tmp_path)
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    forced = _compile_one("math", tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    (kernel, _, _), (forced_kernel, hits, deviation) = auto.stdout.split(), forced.stdout.split()
+    assert (kernel, forced_kernel, hits) == ("flash", "no-flash", "0")
+    assert float(deviation) < 1e-5
+    env_forced = _compile_one("math", tmp_path, TORCHINDUCTOR_AUTOGRAD_CACHE="1")
+    assert env_forced.returncode != 0 and "TORCHINDUCTOR_AUTOGRAD_CACHE=1" in env_forced.stderr
 
 
 def test_attention_wraps_deepcache_which_compile_then_compiles(unet):

@@ -128,6 +128,11 @@ class SdpaKernelUNet(nn.Module):
         another backend (on the H200, `compile` then `attention: flash` ran compile's cuDNN graph). Inductor's
         own cache keys the lowered graph, which names the kernel, and still serves."""
         torch._functorch.config.enable_autograd_cache = False
+        if torch._functorch.config.enable_autograd_cache:  # the environment's switch outranks code
+            raise VariantError(
+                f"attention={self.backend.name.lower()} under compile needs AOTAutograd's cache off, and "
+                "TORCHINDUCTOR_AUTOGRAD_CACHE=1 in the environment forces it on: unset it"
+            )
         self.unet.compile(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

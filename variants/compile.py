@@ -128,6 +128,7 @@ def use_compile_cache(setting: str) -> None:
     if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
+    # Only the folder: inductor's graph cache and AOTAutograd's are on by default. Their TORCHINDUCTOR_* switches
+    # are read once, at import, and outrank code, so setting them here stopped `attention` from turning
+    # AOTAutograd's cache off (a forced kernel then ran the graph compiled under another: README).
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
