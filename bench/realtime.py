@@ -61,6 +61,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "lossless-fp8": {**LOSSLESS, "quantization": "torchao-fp8"},
     "lossless-slicing": {**LOSSLESS, "vae_slicing": "on"},
+    "lossless-packed": {**LOSSLESS, "vae_slicing": "on", "temporal_attention": "packed"},
     "lossless-cudagraphs": {**LOSSLESS, "compile": "reduce-overhead", "vae_slicing": "on"},
     "lossless-autotune": {**LOSSLESS, "compile": "max-autotune-no-cudagraphs", "vae_slicing": "on"},
     "lossless-b2": {**LOSSLESS, "segments_per_call": 2},

@@ -43,16 +43,17 @@ goes"), from bench/results/h200_unet_levers_512_*; plan a call by those first ca
 process beyond its first call.
 
 Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (the diffusers and torchao wheels)
-and `.gpucache` (gitignored: compile.megacache.xz); each also costs about 1.5 min of machine start):
-1. Packed temporal attention, the attention kernels under compile and the recipe: `LEVERS_ARGS="--load-cache
-   .gpucache" bash bench/gpu_session.sh levers:512:compile,temporal-packed,flash,cudnn,recipe@480` (about 1.5 min
-   each for the first three, with their fidelity; the recipe may take 4-5 min to compile, and gets what is left).
-2. int8 and fp8 per row, compiled into the cache first: `LEVERS_ARGS="--load-cache .gpucache --compile-only" ...
-   levers:512:int8dq,fp8-row@540`, then on the same warm machine the same without `--compile-only`, with compile.
-3. The roofline with device-event attribution: `ROOFLINE_CONFIGS=eager,compile bash bench/gpu_session.sh roofline`
-   (about 3.5 min; its table should show no COUNTED TWICE line).
-Then max-autotune-no-cudagraphs (`autotune`, compile time stated even when cut short) and the winners stacked:
-LEVERS_EXTRA='best=compile:default+recipe,fuse_qkv:on'.
+and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
+each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
+cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
+1. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
+   cache, and coordinate descent alone: `bash bench/gpu_session.sh levers:512:compile,flash,efficient,
+   coord-descent@480`.
+2. int8 dynamic, the inductor recipe and max-autotune: `LEVERS_ARGS="--compile-only --timeout 540" bash
+   bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
+3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+   temporal_attention:packed,segments_per_call:2'.
+End to end: `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine (README).
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
     python bench/unet_levers.py --tiny --device cpu --levers eager,fuse-qkv --frames 4 --steps 2 --repeats 2

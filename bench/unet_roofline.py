@@ -15,8 +15,9 @@ Method
   TorchFunctionMode) reads its tensor operands once and writes its result once, views move nothing; for
   attention that is Q, K, V and O, as a fused kernel never writes the score matrix. Compiled code moves less
   (fusion keeps intermediates on chip), so its GB/s is an effective bandwidth: eager's bytes per compiled time.
-- Time: every GPU kernel is attributed to the CPU op that launched it and that op's parents (torch.profiler's
-  FunctionEvent.kernels and cpu_parent). Convolutions, matmuls and attention are extern calls in eager and in
+- Time: every GPU kernel, once, as the GPU's own timeline lists it, is attributed to the CPU op whose id it
+  carries and to that op's parents (cpu_parent); of several ops with that id (compiled code reuses them), the
+  last to start before the kernel. Convolutions, matmuls and attention are extern calls in eager and in
   compiled code alike (cuDNN, cuBLAS and flash/cuDNN attention launched from aten::convolution, aten::mm/addmm,
   aten::_scaled_dot_product_*_attention), so they attribute the same way in both, including their own helper
   kernels (cuDNN's layout transposes, bias adds). Inductor's own Triton kernels run under a profiler range
@@ -34,10 +35,9 @@ Method
   counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); with inductor's
   conv_1x1_as_mm the 1x1 convolutions run as matmuls, so their time moves to linear projections while their
   FLOPs stay with the convolutions (the two classes' rates are then off; their sum is right); GPU idle time
-  between kernels is its own row (call time by CUDA events minus the time at least one kernel ran). The
-  attribution is checked against the GPU's own timeline: each kernel once, as the profiler's device events list
-  it; what no op claimed counts as other, and a class total above the timeline's is flagged (CUDA runtime calls
-  made outside any op can carry an op's id and list its kernels again: they are skipped). On the CPU (--device cpu) there
+  between kernels is its own row (call time by CUDA events minus the time at least one kernel ran). What no op
+  claimed counts as other; CUDA runtime calls made outside any op can carry an op's id, so they are never
+  owners; a class total above the timeline's would be flagged as counted twice. On the CPU (--device cpu) there
   are no kernels: each aten op's self CPU time stands in, which checks the code path, not the figures.
 
     python bench/unet_roofline.py --configs eager,compile                       # the H200, ~3 min cold
@@ -279,8 +279,7 @@ def _chain(event: Any) -> list[Any]:
 # kernels to a CPU event by id, and a runtime call made outside any op keeps its own CUPTI correlation id, a
 # counter of its own that can equal an op's id: such a call then lists that op's kernels too.
 RUNTIME_CALL = re.compile(r"^cu(da)?[A-Z]")
-# how kernels were linked to ops (the JSON's linked_by; results from before it was recorded used op lists)
-BY_DEVICE_EVENTS, BY_OP_LISTS = "the GPU timeline, each kernel once", "each op's kernel list"
+BY_DEVICE_EVENTS = "the GPU timeline, each kernel once"  # how kernels were linked to ops (the JSON's linked_by)
 
 
 def _device_events(events: Iterable[Any]) -> list[Any]:
@@ -331,38 +330,35 @@ def _launches(events: list[Any], device: list[Any] | None) -> tuple[list[tuple[l
     """(the launching op and its parents, kernel name, microseconds) for every kernel, and how they were linked;
     `device`: the GPU's timeline (_device_events), None on a CPU.
 
-    Where each GPU event has the id of the op that launched it (FunctionEvent.linked_correlation_id, or
-    link_device_events for an older torch), each kernel of the GPU's timeline is taken once and given to the op
-    of that id; ids are not unique in compiled code (the compiled call listed 27% more kernel time through the
-    ops than its timeline held), so of several such ops the one that started last before the kernel. Otherwise
-    each op's own kernel list (runtime calls skipped), which the timeline check below then tests."""
+    On a GPU each event of the timeline carries the id of the op that launched it (FunctionEvent.
+    linked_correlation_id, or link_device_events for an older torch): each kernel is taken once and given to the
+    op of that id. Ids are not unique in compiled code (through the ops' own kernel lists the compiled call once
+    listed 27% more kernel time than its timeline held), so of several such ops the one that started last before
+    the kernel. On a CPU, each aten op's self time."""
     from torch.autograd import DeviceType
 
     cpu_ops = [e for e in events if e.device_type == DeviceType.CPU and not RUNTIME_CALL.match(e.name)]
-    if any(getattr(e, "linked_correlation_id", 0) for e in device or ()):
-        by_id: dict[int, list[Any]] = defaultdict(list)
-        for op in cpu_ops:
-            if not getattr(op, "linked_correlation_id", 0):  # an op, not a runtime call linked to one
-                by_id[op.id].append(op)
-        launches = []
-        for kernel in device:
-            started = [op for op in by_id.get(kernel.linked_correlation_id, ())
-                       if op.time_range.start <= kernel.time_range.start]
-            owner = max(started, key=lambda op: op.time_range.start, default=None)
-            launches.append((_chain(owner), kernel.name, kernel.time_range.end - kernel.time_range.start))
-        return launches, BY_DEVICE_EVENTS
-    launches = []
+    if device is None:
+        return [
+            (_chain(op), op.name, op.self_cpu_time_total)
+            for op in cpu_ops if op.name.startswith("aten::") or "cpp_fused" in op.name
+        ], "CPU op self time"
+    if device and not any(getattr(e, "linked_correlation_id", 0) for e in device):
+        raise RuntimeError(
+            f"torch {torch.__version__}'s profiler links none of the {len(device)} GPU kernels to the op that "
+            "launched it (no linked_correlation_id, no raw results): the kernels cannot be attributed"
+        )
+    by_id: dict[int, list[Any]] = defaultdict(list)
     for op in cpu_ops:
-        if device is not None:
-            items = [(k.name, k.duration) for k in op.kernels]
-        elif op.name.startswith("aten::") or "cpp_fused" in op.name:
-            items = [(op.name, op.self_cpu_time_total)]  # no kernels on a CPU: the op's own time
-        else:
-            continue
-        if items:
-            chain = _chain(op)
-            launches += [(chain, name, us) for name, us in items]
-    return launches, BY_OP_LISTS
+        if not getattr(op, "linked_correlation_id", 0):  # an op, not a runtime call linked to one
+            by_id[op.id].append(op)
+    launches = []
+    for kernel in device:
+        started = [op for op in by_id.get(kernel.linked_correlation_id, ())
+                   if op.time_range.start <= kernel.time_range.start]
+        owner = max(started, key=lambda op: op.time_range.start, default=None)
+        launches.append((_chain(owner), kernel.name, kernel.time_range.end - kernel.time_range.start))
+    return launches, BY_DEVICE_EVENTS
 
 
 def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
@@ -497,6 +493,8 @@ def _rate(row: dict[str, Any]) -> str:
     for key, unit in (("tflops", "TFLOP/s"), ("gbs", "GB/s")):
         if key in row:
             value = row[key]
+            if key == "gbs" and row["peak_share"] > 1:  # eager's bytes over fused kernels' time
+                return f"{value:.0f} {unit} effective (fused: above the peak)"
             return f"{value:.0f} {unit} ({100 * row['peak_share']:.0f}%)" if value >= 10 else f"{value:.2g} {unit}"
     return "-"
 
@@ -530,7 +528,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"\n{result['name']}: kernels by class {found['kernel_ms']:.1f} ms, on the GPU's timeline "
                 f"{found['device_kernel_ms']:.1f} ms (busy {found['busy_ms']:.1f} ms; linked to no op "
                 f"{max(found['unclaimed_ms'], 0):.1f} ms; kernels linked to ops by "
-                f"{found.get('linked_by', BY_OP_LISTS)}){_double_counted(found)}")
+                f"{found['linked_by']}){_double_counted(found)}")
     return "\n".join(lines) + "\n"
 
 

@@ -140,25 +140,28 @@ def _event(
     )
 
 
-def test_each_kernel_counts_once_and_the_timeline_checks_the_attribution():
-    # The convolution's kernel (30 us) is listed under its op and again under a runtime call outside any op
-    # that happens to carry the op's id; a second kernel (5 us) was linked to no op at all.
-    conv = _event("aten::cudnn_convolution", "cpu", kernels=[("sm90_xmma_fprop_implicit_gemm", 30.0)])
-    stray = _event("cudaStreamSynchronize", "cpu", kernels=[("sm90_xmma_fprop_implicit_gemm", 30.0)])
+def test_the_timeline_checks_the_attribution_and_kernels_without_a_launching_op_are_an_error():
+    # The convolution's kernel (30 us) carries its op's id; a runtime call outside any op carries the same id and
+    # is no owner; an element-wise kernel overlapping it by 2 us names no op and falls back to its own name.
+    conv = _event("aten::cudnn_convolution", "cpu", 0.0, 1.0, id=5)
+    stray = _event("cudaStreamSynchronize", "cpu", 0.5, 2.0, id=5)
     annotation = _event(SCOPE + TEMPORAL, "cuda", 0.0, 40.0)
     annotation.is_user_annotation = True
-    timeline = [_event("sm90_xmma_fprop_implicit_gemm", "cuda", 0.0, 30.0), _event("elementwise", "cuda", 28.0, 33.0)]
+    timeline = [_event("sm90_xmma_fprop_implicit_gemm", "cuda", 3.0, 33.0, linked=5),
+                _event("elementwise_kernel", "cuda", 31.0, 36.0, linked=99)]
     found = roofline.attribute([conv, stray, annotation, *timeline], cuda=True, frames=16)
-    assert found["class_us"][CONV] == 30.0
-    assert found["class_us"][OTHER] == 5.0 and found["unclaimed_us"] == 5.0
-    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0
+    assert found["class_us"][CONV] == 30.0 and found["class_us"][ELEMENTWISE] == 5.0
+    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0 and found["unclaimed_us"] == 0.0
     assert found["busy_us"] == 33.0  # the two kernels overlap by 2 us
-    assert found["linked_by"] == roofline.BY_OP_LISTS  # these device events carry no launching op's id
+    for kernel in timeline:  # a profiler that links no kernel to its op: no figures rather than guessed ones
+        kernel.linked_correlation_id = 0
+    with pytest.raises(RuntimeError, match="links none of the 2 GPU kernels"):
+        roofline.attribute([conv, stray, *timeline], cuda=True, frames=16)
 
 
 def test_with_device_links_each_kernel_counts_once_under_the_op_that_launched_it():
     # Compiled code: an attention op and a Triton kernel's profiler range share id 7, and both list the attention
-    # kernel (the op-list path would count it twice). The device events name their launching op's id: each is
+    # kernel (through the ops' own lists it was counted twice). The device events name their launching op's id: each is
     # counted once, under the op of that id that started last before it; a kernel whose id names no op falls back
     # to its own name; a runtime call carrying id 7 is never an owner.
     sdpa = _event("aten::_scaled_dot_product_cudnn_attention", "cpu", 0.0, 5.0, id=7,
