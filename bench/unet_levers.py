@@ -65,6 +65,7 @@ import argparse
 import contextlib
 import json
 import lzma
+import math
 import os
 import shutil
 import signal
@@ -506,7 +507,20 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['lever']} | {settings} | {r.get('tier', '')} | {r['ms_per_segment']:.1f} | {ratio} "
             f"| {r['first_call_s']:.0f} | {_fmt(r.get('call_peak_mb'), 0)} | " + " | ".join(depths) + " |"
         )
-    return "\n".join(lines) + "\n"
+    # a reader's note on a row (added to the JSON after the call: why a row is not a measurement, ...), or what
+    # the figures themselves say is wrong with it
+    notes = [f"{r['lever']}: {why}." for r in rows for why in (r.get("note") or _suspect(r),) if why]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _suspect(row: dict[str, Any]) -> str | None:
+    """Why a measured row's figures say it is broken or measured nothing of its own, else None."""
+    depths = [row.get(f"{d}_vs_compile") for d in DEPTHS]
+    if any(isinstance(v, float) and math.isnan(v) for v in depths):
+        return "BROKEN: NaN in its output"
+    if row["lever"] not in REFERENCES and depths[0] == math.inf:
+        return "its output is compile's bit for bit: it changed nothing in the compiled call here"
+    return None
 
 
 def write_roofline(rows: list[dict[str, Any]], out: Path, resolution: int) -> None:

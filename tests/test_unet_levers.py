@@ -1,0 +1,39 @@
+"""bench/unet_levers.py's table: a lever's figures that say it is broken, or that it measured compile's graph,
+are named under the table, and a note written into the JSON afterwards is shown instead."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import unet_levers  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
+META = {"device": "NVIDIA H200", "resolution": 512, "frames": 16, "weights": "synthetic"}
+
+
+def _row(lever: str, ms: float, call: float, latent: float, **extra) -> dict:
+    return {"lever": lever, "settings": {"compile": "default"}, "tier": "float", "ms_per_segment": ms,
+            "first_call_s": 100.0, "call_snr_db_vs_compile": call, "latent_snr_db_vs_compile": latent,
+            "face_psnr_db_vs_compile": latent, **extra}
+
+
+def test_the_table_names_broken_rows_and_rows_that_measured_compiles_graph():
+    rows = [
+        {"lever": "compile", "settings": {"compile": "default"}, "tier": "reference", "ms_per_segment": 113.4,
+         "first_call_s": 123.0},
+        _row("temporal-packed", 101.0, 55.8, 53.6),
+        _row("fp8-row", 126.1, 19.9, math.nan),
+        _row("flash", 111.5, math.inf, math.inf),
+        _row("cudnn", 111.9, math.inf, math.inf, note="torch's own choice here"),
+    ]
+    table = unet_levers.markdown(rows, META)
+    lines = table.splitlines()
+    assert any(line.startswith("| temporal-packed |") and "| 1.12x |" in line for line in lines)
+    notes = [line for line in lines if line and not line.startswith("|") and ":" in line][1:]
+    assert notes == [
+        "fp8-row: BROKEN: NaN in its output.",
+        "flash: its output is compile's bit for bit: it changed nothing in the compiled call here.",
+        "cudnn: torch's own choice here.",
+    ]
