@@ -129,8 +129,9 @@ class SdpaKernelUNet(nn.Module):
         own cache keys the lowered graph, which names the kernel, and still serves."""
         torch._functorch.config.enable_autograd_cache = False
         if torch._functorch.config.enable_autograd_cache:  # the environment's switch outranks code
+            value = next(name for name, backend in BACKENDS.items() if backend == self.backend)
             raise VariantError(
-                f"attention={self.backend.name.lower()} under compile needs AOTAutograd's cache off, and "
+                f"attention={value} under compile needs AOTAutograd's cache off, and "
                 "TORCHINDUCTOR_AUTOGRAD_CACHE=1 in the environment forces it on: unset it"
             )
         self.unet.compile(*args, **kwargs)
