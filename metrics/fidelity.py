@@ -25,8 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # tensors only come in: reports read the tiers and gates without importing torch
+    import torch
 
 EXACT, FLOAT, LOSSY = "exact", "float", "lossy"
 TIERS = (EXACT, FLOAT, LOSSY)  # tightest first
@@ -35,6 +37,12 @@ TIERS = (EXACT, FLOAT, LOSSY)  # tightest first
 # noise or above it (tiny weights on the CPU, fp32, and full size on an H200, fp16), while int8 weights and bf16
 # landed 15-17 dB below it on the H200 and every lossy value at least 38 dB below it on the CPU.
 FLOAT_MARGIN_DB = 10.0
+# how metrics/float_noise.py measures a run's own float noise, the floor's base (reports quote it)
+FLOAT_NOISE_METHOD = (
+    "the baseline's first segment batch denoised and decoded again, once with each U-Net call on the batch "
+    "stacked twice and once with the convolutions in the other memory layout, every U-Net output and decoded "
+    "face multiplied by (1 +/- eps) of the run's dtype (seeded random signs); the lower of the two"
+)
 PASSED, FAILED, NOT_CHECKED, NOT_APPLICABLE = "passed", "failed", "not checked", "not applicable"
 STATES = (PASSED, FAILED, NOT_CHECKED, NOT_APPLICABLE)
 # What each tier's gate reads (metric names of metrics.generated_region and the frame comparison).

@@ -25,15 +25,10 @@ import torch
 from torch import nn
 
 from harness.pipeline.denoise import Generated, denoise
-from metrics.fidelity import Floor
+from metrics.fidelity import FLOAT_NOISE_METHOD, Floor
 from metrics.generated_region import FLOAT_NOISE_FILE, DepthAccumulator, MouthRegion
 
 PROBE_SEED = 20241212
-METHOD = (
-    "the baseline's first segment batch denoised and decoded again, once with each U-Net call on the batch "
-    "stacked twice and once with the convolutions in the other memory layout, every U-Net output and decoded "
-    "face multiplied by (1 +/- eps) of the run's dtype (seeded random signs); the lower of the two"
-)
 
 
 class _RoundingNoise:
@@ -126,7 +121,7 @@ def write_floor(folder: Path, floor: Floor, dtype: torch.dtype, device: torch.de
         **floor.as_metrics(),
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(device),
-        "method": METHOD,
+        "method": FLOAT_NOISE_METHOD,
         "note": floor.note,
     }
     path.write_text(json.dumps(record, indent=1))

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from harness.noise import MIN_REPEATS, UNDECIDED
-from metrics.fidelity import FAILED, FLOAT_MARGIN_DB
-from metrics.float_noise import METHOD
+from metrics.fidelity import FAILED, FLOAT_MARGIN_DB, FLOAT_NOISE_METHOD
 from reports.sweep_data import SweepData
 from reports.tables import quality_markdown, speed_markdown
 
@@ -123,7 +122,7 @@ def _quality_note(data: SweepData) -> str:
         "stages, detection processes) must give bitwise the baseline's latents, generated faces and the frames "
         "it encodes; **float** (compile, kernels, batching, layout, slicing) must keep the generated region's "
         "face PSNR and latent SNR at or above the float floor, the float noise the baseline measured by "
-        f"re-running its first segments in another order ({METHOD}), less {FLOAT_MARGIN_DB:.0f} dB; in "
+        f"re-running its first segments in another order ({FLOAT_NOISE_METHOD}), less {FLOAT_MARGIN_DB:.0f} dB; in "
         f"brackets, how far above (+) or below (-) the floor a float trial is.{floors} **lossy** changes the "
         "math: no gate, the depths show its cost. Face PSNR/SSIM: the generated mouth region of the aligned "
         "faces before paste-back (0-255 scale); latent SNR: the denoised latents before the VAE decode; "

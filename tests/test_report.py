@@ -145,3 +145,16 @@ def test_the_report_names_every_kind_of_no_verdict_and_warns_of_trials_on_differ
     assert "Trials ran side by side" not in text
     write_json_atomic(folder / "sweep.json", {**info, "executor": "ray"})
     assert "**Trials ran side by side** (`--executor ray`)" in write_report(folder).read_text()
+
+
+def test_making_a_report_imports_no_torch():
+    """A report reads JSON and CSV: on a laptop without the GPU stack, and without torch's seconds of start-up."""
+    import subprocess
+    import sys
+
+    modules = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "reports").glob("*.py"))
+    code = "import sys\n" + "".join(f"import reports.{m}\n" for m in modules) + "print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
