@@ -46,12 +46,15 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
 cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
-1. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
+1. The pack length, with `temporal-packed`'s roofline (which kernel runs the masked 128-token SDPA?):
+   `LEVERS_ROOFLINE=temporal-packed bash bench/gpu_session.sh levers:512:compile,temporal-packed,
+   temporal-packed-64,temporal-packed-256@500` (about 2 min each, compile's 2 min included).
+2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
    cache, and coordinate descent alone: `bash bench/gpu_session.sh levers:512:compile,flash,efficient,
    coord-descent@480`.
-2. int8 dynamic, the inductor recipe and max-autotune: `LEVERS_ARGS="--compile-only --timeout 540" bash
+3. int8 dynamic, the inductor recipe and max-autotune: `LEVERS_ARGS="--compile-only --timeout 540" bash
    bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
-3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,segments_per_call:2'.
 End to end: `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine (README).
 
@@ -89,6 +92,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "temporal-reduction": {"settings": {**COMPILED, "temporal_attention": "reduction"}, "tier": "float"},
     # ...or as 128-token sequences (8 of them) under a block-diagonal mask, so a kernel tile is not mostly padding
     "temporal-packed": {"settings": {**COMPILED, "temporal_attention": "packed"}, "tier": "float"},
+    "temporal-packed-64": {"settings": {**COMPILED, "temporal_attention": "packed-64"}, "tier": "float"},
+    "temporal-packed-256": {"settings": {**COMPILED, "temporal_attention": "packed-256"}, "tier": "float"},
     "flash": {"settings": {**COMPILED, "attention": "flash"}, "tier": "float"},
     "cudnn": {"settings": {**COMPILED, "attention": "cudnn"}, "tier": "float"},
     "efficient": {"settings": {**COMPILED, "attention": "efficient"}, "tier": "float"},

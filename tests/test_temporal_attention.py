@@ -46,6 +46,22 @@ def test_packing_takes_the_most_neighbouring_sequences_that_fit_and_divide():
     assert pack_size(9, 16) == 3  # 9 sequences: 3 packs of 3 (9 is no multiple of 8)
     assert pack_size(7, 16) == 7 and pack_size(6, 3) == 6
     assert pack_size(5, 200) == 1  # sequences longer than a pack: left alone
+    assert pack_size(2 * 4096, 16, 64) == 4 and pack_size(2 * 4096, 16, 256) == 16  # packed-64, packed-256
+
+
+@pytest.mark.parametrize("value, sequences_a_pack", [("packed", 8), ("packed-64", 4), ("packed-256", 16)])
+def test_each_packed_value_packs_its_length(value, sequences_a_pack):
+    """A value's processor packs as many 16-token sequences as its length holds, and gives SDPA's output."""
+    unet = load_unet("tiny").eval()
+    (transform,) = TemporalAttentionForm(value).transforms()
+    transform.apply(unet, None)
+    layer = next(m for m in unet.modules() if isinstance(m, TemporalAttention))
+    assert isinstance(layer.processor, PackedAttnProcessor)
+    assert pack_size(32, 16, layer.processor.longest) == sequences_a_pack
+    q, k, v = (torch.randn(32, 16, 64) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        *(x.view(32, 16, 2, 32).transpose(1, 2) for x in (q, k, v))).transpose(1, 2).reshape(32, 16, 64)
+    torch.testing.assert_close(layer.processor.attend(q, k, v, 2, 32 ** -0.5), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_packed_token_sees_only_its_own_sequence():

@@ -38,7 +38,7 @@ SAMPLES: dict[str, list] = {
     "batch": [2],
     "attention": ["math"],
     "fuse-qkv": ["on"],
-    "temporal-attention": ["reduction", "packed"],
+    "temporal-attention": ["reduction", "packed", "packed-64"],
     "channels-last": ["on"],
     "vae-slicing": ["on"],
     "execution": ["pipelined"],

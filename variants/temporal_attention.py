@@ -3,17 +3,18 @@
 Each motion module attends along the frame axis at every latent pixel: at 512 that is 2 x 4096 sequences of 16
 tokens per head at the first level, with head dims of 40-160. scaled_dot_product_attention sends them to a
 fused kernel (cuDNN's on the H200) whose tiles are 64-128 queries long, so most of each tile is padding: on the
-H200 these layers take about a tenth of the eager call for 0.05 of its 35 TFLOP (README, "Where the U-Net call's
-time goes"). `reduction` writes the same softmax(QK^T / sqrt(d)) V as broadcast products summed
+H200 these layers take about a tenth of the call for 0.05 of its 35 TFLOP (README, "Where the U-Net call's time
+goes"). `reduction` writes the same softmax(QK^T / sqrt(d)) V as broadcast products summed
 over the head dim and then over the keys, in float32: inductor fuses such a product into the reduction that
 consumes it, so the 16 x 16 scores never reach memory and the layer reads q, k and v once. Eager, the products
 are materialised (16 times the size of q): the value is meant for `compile`. On the H200 it made the compiled
 call slower (README, "Where the U-Net call's time goes").
 
 `packed` keeps SDPA but hands it longer sequences: up to 128 // 16 = 8 neighbouring sequences become one of 128
-tokens, attended under a block-diagonal mask (a token sees only its own sequence's), so a kernel tile holds 8
-sequences instead of one padded one; the masked-out products cost compute (8 times the 0.05 TFLOP), which is
-small beside the padding it replaces. Packing is a view (the sequences lie next to each other in memory).
+tokens (`packed-64`: 4 of them, `packed-256`: 16), attended under a block-diagonal mask (a token sees only its
+own sequence's), so a kernel tile holds 8 sequences instead of one padded one; the masked-out products cost
+compute (8 times the 0.05 TFLOP), which is small beside the padding it replaces. Packing is a view (the
+sequences lie next to each other in memory). On the H200, compiled, `packed` made the call 1.12x faster (README).
 
 Both are the same math summed in another order: float tier. Only the temporal layers change (the spatial and
 audio attentions keep their processor); fused projections (fuse-qkv) are kept.
@@ -21,6 +22,7 @@ audio attentions keep their processor); fused projections (fuse-qkv) are kept.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -33,7 +35,7 @@ from variants.base import ChoiceVariant, Transform, VariantError
 
 class TemporalAttentionForm(ChoiceVariant):
     family = "temporal-attention"
-    summary = "the motion modules' 16-token temporal attention packed 8 sequences a call, or as a multiply-and-sum"
+    summary = "the motion modules' 16-token temporal attention packed 4-16 sequences a call, or as a multiply-and-sum"
     field_name = "temporal_attention"
     # Fusion: after fuse-qkv (same phase, name order), whose processor it replaces on the temporal layers while
     # keeping their fused projections; before compile, which traces it.
@@ -43,7 +45,10 @@ class TemporalAttentionForm(ChoiceVariant):
     def transforms(self) -> list[Transform]:
         if self.value == "sdpa":
             return []
-        processor = {"reduction": ReductionAttnProcessor, "packed": PackedAttnProcessor}[self.value]
+        processor = (
+            ReductionAttnProcessor if self.value == "reduction"
+            else partial(PackedAttnProcessor, longest=PACKED_LENGTHS[self.value])
+        )
 
         def use(unet: nn.Module, _pipeline: Any = None) -> nn.Module:
             return use_temporal_processor(unet, processor, f"temporal-attention={self.value}")
@@ -108,7 +113,10 @@ class ReductionAttnProcessor(TemporalProcessor):
         return out.transpose(1, 2).reshape(batch, tokens, inner)
 
 
-PACKED_TOKENS = 128  # a packed sequence's longest: one tile of the H200's attention kernels
+PACKED_TOKENS = 128  # a packed sequence's longest by default: one tile of the H200's attention kernels
+# the packed values' longest packed sequence: fewer sequences a pack waste less on masked-out products, more fill
+# more of a tile (which wins is the GPU's to say: README)
+PACKED_LENGTHS = {"packed": PACKED_TOKENS, "packed-64": 64, "packed-256": 256}
 
 
 def pack_size(sequences: int, tokens: int, longest: int = PACKED_TOKENS) -> int:
@@ -119,11 +127,15 @@ def pack_size(sequences: int, tokens: int, longest: int = PACKED_TOKENS) -> int:
 
 
 class PackedAttnProcessor(TemporalProcessor):
-    """Neighbouring sequences attended as one under a block-diagonal mask (see the module doc)."""
+    """Neighbouring sequences attended as one under a block-diagonal mask (see the module doc), packed up to
+    `longest` tokens."""
+
+    def __init__(self, longest: int = PACKED_TOKENS) -> None:
+        self.longest = longest
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
         batch, tokens, inner = query.shape
-        group = pack_size(batch, tokens)
+        group = pack_size(batch, tokens, self.longest)
         length = group * tokens
 
         def split(x: torch.Tensor) -> torch.Tensor:  # (packs, heads, group x tokens, head dim)
