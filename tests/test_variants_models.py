@@ -88,6 +88,29 @@ def test_row_wise_fp8_says_it_needs_bf16_before_quantizing_anything(unet):
     assert all(type(m.weight) is nn.Parameter for m in unet.modules() if isinstance(m, nn.Linear))
 
 
+@pytest.mark.parametrize("method", ["torchao-fp8", "torchao-fp8-row"])
+def test_fp8_scales_of_a_row_of_zeros_quantize_it_to_zeros_not_nan(method):
+    """The unguided half's audio is zero, so the cross-attention's keys and values see rows of zeros; torchao's
+    dynamic scale of such a row was 0 (0/0 = NaN: the H200's per-row denoise ended in NaN latents). The config's
+    floor keeps it finite. torchao's own scale and quantize functions, on the CPU (its fp8 matmul needs a GPU)."""
+    pytest.importorskip("torchao")
+    from torchao.quantization.quant_primitives import _choose_scale_float8, _quantize_affine_float8
+
+    from variants.quantization import _torchao_config
+
+    config = _torchao_config(method)
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    x[2] = 0
+    block = [1, 64] if method == "torchao-fp8-row" else [4, 64]
+    unfloored = _choose_scale_float8(x, block, hp_value_lb=None)
+    scale = _choose_scale_float8(x, block, hp_value_lb=config.activation_value_lb)
+    quantized = _quantize_affine_float8(x, scale).float()
+    assert torch.isfinite(quantized).all() and (quantized[2] == 0).all()
+    torch.testing.assert_close(quantized * scale, x.float(), rtol=0.07, atol=0.0)  # e4m3: 3 mantissa bits
+    if method == "torchao-fp8-row":  # the failure this guards against
+        assert unfloored[2].item() == 0 and torch.isnan(_quantize_affine_float8(x, unfloored).float()[2]).all()
+
+
 # int8 activations too (one scale per token) move the output further than int8 weights alone: 0.13 here
 @pytest.mark.parametrize(("method", "bound"), [("torchao-int8wo", 0.05), ("torchao-int8dq", 0.25)])
 def test_torchao_int8_quantizes_every_linear_and_changes_the_output_a_little(unet, method, bound):

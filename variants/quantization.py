@@ -14,6 +14,7 @@ before DeepCache and compile in the transform order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ METHODS = (
     *QUANTO_METHODS,
 )
 FP8_METHODS = ("torchao-fp8", "torchao-fp8-row")
+FP8_ACTIVATION_FLOOR = 1e-12  # the least amax a dynamic fp8 scale is computed from (see _torchao_config)
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 # torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
 FP8_DIM_MULTIPLE = 16
@@ -153,7 +155,12 @@ def _torchao_config(method: str) -> Any:
     if method == "torchao-int8dq":
         return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
     granularity = PerRow() if method == "torchao-fp8-row" else PerTensor()
-    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
+    floor = {}
+    if "activation_value_lb" in {f.name for f in dataclasses.fields(Float8DynamicActivationFloat8WeightConfig)}:
+        # A row of zeros (the audio cross-attention's keys and values in the unguided half: its audio is zero)
+        # would get a zero scale and quantize to 0/0 = NaN: on the H200 the per-row denoise ended in NaN latents.
+        floor = {"activation_value_lb": FP8_ACTIVATION_FLOOR}
+    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False, **floor)
 
 
 def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
