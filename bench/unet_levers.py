@@ -46,9 +46,10 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
 cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
-1. The pack length, with `temporal-packed`'s roofline (which kernel runs the masked 128-token SDPA?):
-   `LEVERS_ROOFLINE=temporal-packed bash bench/gpu_session.sh levers:512:compile,temporal-packed,
-   temporal-packed-64,temporal-packed-256@500` (about 2 min each, compile's 2 min included).
+1. The pack length, with a packed lever's roofline (which kernel runs the masked SDPA?):
+   `LEVERS_ROOFLINE=temporal-packed-64 bash bench/gpu_session.sh levers:512:compile,temporal-packed-64,
+   temporal-packed-256,temporal-packed@520` (about 2.5 min a lever on a cold machine, compile's included, so
+   `temporal-packed`, measured in call 4, gets what is left).
 2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
    cache, and coordinate descent alone: `bash bench/gpu_session.sh levers:512:compile,flash,efficient,
    coord-descent@480`.
