@@ -22,11 +22,10 @@
 #                "Fidelity tiers"), or the trials NAMES; at most S seconds, default 540
 #   exact-demo1  the same file's baseline and pipelined trials on the whole of demo1 (serial vs pipelined, exact)
 # Everything lands in $OUT; each step has its own time limit so a slow one cannot starve the rest.
-# Prepare here (the folders are gitignored and travel as `carry`): .whl/ with the wheels the GPU image lacks
-# (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe 0.10.14 unpacked, its pose/hand/iris/holistic/
-# selfie/objectron *.tflite files deleted (keep every .py: mediapipe imports them all) and zipped as a site .zip;
-# PyAV unpacked as a site .tar.xz: under 50 MB together), and .gpudata/ with copies of ../shared's demo1 files.
-# The U-Net benches need only diffusers and torchao: .whl_unet/ with those two wheels (10 MB) leaves room in a
+# Prepare here with `bash bench/prepare_carry.sh` (the folders are gitignored and travel as `carry`; a new checkout
+# has none): .whl/ with the wheels the GPU image lacks (diffusers, protobuf 4.25, torchao, optimum-quanto; mediapipe
+# 0.10.14 and PyAV unpacked as site archives: under 50 MB together) and .gpudata/ with copies of ../shared's demo1
+# files. The U-Net benches need only diffusers and torchao: .whl_unet/ with those two wheels (10 MB) leaves room in a
 # call's 64 MB for carried compile caches.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
