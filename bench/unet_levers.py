@@ -51,9 +51,9 @@ cache folder in a call of its own, `--compile-only`, and is measured by the next
    temporal-packed-256,temporal-packed@520` (about 2.5 min a lever on a cold machine, compile's included, so
    `temporal-packed`, measured in call 4, gets what is left).
 2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
-   cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call, is mostly GroupNorm and SiLU
-   around the convolutions) and coordinate descent alone: `bash bench/gpu_session.sh levers:512:compile,flash,
-   efficient,channels-last,coord-descent@480`.
+   cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call: GroupNorm and SiLU around
+   the convolutions, the feed-forwards' GELU) and coordinate descent alone: `bash bench/gpu_session.sh
+   levers:512:compile,flash,efficient,channels-last,coord-descent@480`.
 3. int8 dynamic, the inductor recipe and max-autotune: `LEVERS_ARGS="--compile-only --timeout 540" bash
    bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
 4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
