@@ -29,6 +29,9 @@
 # call's 64 MB for carried compile caches.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
+# demo1, carried in .gpudata/: the clip of the whole-video steps, and the same as a sweep's only input
+VIDEO=.gpudata/demo1_video.mp4 AUDIO=.gpudata/demo1_audio.wav
+DEMO1_INPUT="inputs=[{name: demo1, video: $VIDEO, audio: $AUDIO}]"
 SITE=/tmp/site
 mkdir -p "$OUT" "$SITE"
 # .whl/, or bench/scaleout.sh's smaller .whl_min/ and .whl_ray/, or .whl_unet/: whichever were carried
@@ -79,7 +82,7 @@ for step in "$@"; do
       [[ $step == *@* ]] && limit=${step##*@}
       timeout -k 30 "$limit" python3 -m harness.cli sweep experiments/speed/compile.yaml --no-mlflow \
         --only baseline,lossless-stack --set warmup=0 --set base.max_seconds=0 \
-        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        --set "$DEMO1_INPUT" \
         --out-dir /tmp/speed-demo1 >> "$OUT/speed-demo1.log" 2>&1
       tail -3 "$OUT/speed-demo1.log"
       bundle_sweep /tmp/speed-demo1 speed-demo1 ;;
@@ -87,7 +90,7 @@ for step in "$@"; do
       spec=${step#realtime:}
       limit=520
       [[ $spec == *@* ]] && limit=${spec##*@} && spec=${spec%@*}
-      timeout "$limit" python3 bench/realtime.py --video .gpudata/demo1_video.mp4 --audio .gpudata/demo1_audio.wav \
+      timeout "$limit" python3 bench/realtime.py --video "$VIDEO" --audio "$AUDIO" \
         --resolution "${spec%%:*}" --configs "${spec#*:}" --out "$OUT" 2>&1 | tee "$OUT/realtime_${spec%%:*}.log" \
         | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     unet:*)
@@ -107,7 +110,7 @@ for step in "$@"; do
         --budget "$budget" --roofline "${LEVERS_ROOFLINE:-}" ${LEVERS_EXTRA:+--lever "$LEVERS_EXTRA"} ${LEVERS_ARGS:-} \
         --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     detect)
-      timeout 200 python3 bench/detect_speed.py --video .gpudata/demo1_video.mp4 --frames 240 --processes 0,1,2,4,8 \
+      timeout 200 python3 bench/detect_speed.py --video "$VIDEO" --frames 240 --processes 0,1,2,4,8 \
         --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
     fidelity*)
       spec=${step#fidelity}
@@ -121,7 +124,7 @@ for step in "$@"; do
     exact-demo1)
       timeout 400 python3 -m harness.cli sweep experiments/fidelity.yaml --inline --no-mlflow --only baseline,pipelined \
         --out-dir /tmp/exact_demo1 --set score=false --set base.max_seconds=0 \
-        --set 'inputs=[{name: demo1, video: .gpudata/demo1_video.mp4, audio: .gpudata/demo1_audio.wav}]' \
+        --set "$DEMO1_INPUT" \
         > "$OUT/exact_demo1.log" 2>&1
       tail -3 "$OUT/exact_demo1.log"
       bundle_sweep /tmp/exact_demo1 exact_demo1 ;;
