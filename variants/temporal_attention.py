@@ -7,14 +7,14 @@ H200 these layers take about a tenth of the call for 0.05 of its 35 TFLOP (READM
 goes"). `reduction` writes the same softmax(QK^T / sqrt(d)) V as broadcast products summed
 over the head dim and then over the keys, in float32: inductor fuses such a product into the reduction that
 consumes it, so the 16 x 16 scores never reach memory and the layer reads q, k and v once. Eager, the products
-are materialised (16 times the size of q): the value is meant for `compile`. On the H200 it made the compiled
-call slower (README, "Where the U-Net call's time goes").
+are materialised (16 times the size of q): the value is meant for `compile`.
 
 `packed` keeps SDPA but hands it longer sequences: up to 128 // 16 = 8 neighbouring sequences become one of 128
 tokens (`packed-64`: 4 of them, `packed-256`: 16), attended under a block-diagonal mask (a token sees only its
 own sequence's), so a kernel tile holds 8 sequences instead of one padded one; the masked-out products cost
 compute (8 times the 0.05 TFLOP), which is small beside the padding it replaces. Packing is a view (the
-sequences lie next to each other in memory). On the H200, compiled, `packed` made the call 1.12x faster (README).
+sequences lie next to each other in memory). What each form measured on the H200: README, "Where the U-Net
+call's time goes".
 
 Both are the same math summed in another order: float tier. Only the temporal layers change (the spatial and
 audio attentions keep their processor); fused projections (fuse-qkv) are kept.
@@ -22,6 +22,7 @@ audio attentions keep their processor); fused projections (fuse-qkv) are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -56,8 +57,8 @@ class TemporalAttentionForm(ChoiceVariant):
         return [Transform("unet", f"temporal-attention={self.value}", use)]
 
 
-def use_temporal_processor(unet: nn.Module, processor: type, label: str) -> nn.Module:
-    """Give every temporal attention layer inside `unet` a `processor()`, in place."""
+def use_temporal_processor(unet: nn.Module, processor: Callable[[], TemporalProcessor], label: str) -> nn.Module:
+    """Give every temporal attention layer inside `unet` a `processor()` (a class, or a partial of one), in place."""
     from harness.models.motion_module import TemporalAttention
 
     layers = [m for m in unet.modules() if isinstance(m, TemporalAttention)]
