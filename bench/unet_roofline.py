@@ -320,7 +320,7 @@ def link_device_events(prof: Any, events: Sequence[Any]) -> None:
             ((e.start_ns() - start) / 1000, (e.end_ns() - start) / 1000): e.linked_correlation_id()
             for e in result.events() if e.device_type() == DeviceType.CUDA
         }
-    except AttributeError:  # no raw results in this torch: the ops' kernel lists serve
+    except AttributeError:  # no raw results in this torch: _launches then says the kernels cannot be attributed
         return
     for event in device:
         event.linked_correlation_id = links.get((event.time_range.start, event.time_range.end), 0)
