@@ -4,9 +4,11 @@ In an interleaved sweep a trial process writes its timed repeats, each with its 
 `timed_runs.partial.json` as it times them. When the sweep is stopped (a device call's time limit, Ctrl-C) and run
 again, the trial's new process keeps those repeats and times only the ones still missing, in new rounds beside
 the baseline's (which keeps its own likewise): round ids are unique to each run of a sweep (harness.interleave),
-so every repeat stays paired with the baseline's of its round. A sweep longer than one sitting (five repeats of
-a minute-long clip and its cold compiles do not fit a 10-minute device call) is finished by running it again.
-Each process still does its own cold run and warm-ups.
+so every repeat stays paired with the baseline's of its round. A trial's repeat whose round has no baseline
+repeat (the run was stopped between the two) is dropped before the new run (`keep_paired`) and timed again
+beside one: one such orphan would leave the whole trial unpaired (harness.noise). A sweep longer than one
+sitting (five repeats of a minute-long clip and its cold compiles do not fit a 10-minute device call) is
+finished by running it again. Each process still does its own cold run and warm-ups.
 
 Repeats timed on another machine, or before its last boot, are dropped (their times do not compare with new
 ones), as are those of a run that was not interleaved (no round to pair them by). A trial folder is named for
@@ -61,3 +63,13 @@ def earlier_repeats(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
 def save_partial(folder: Path, runs: list[dict[str, Any]], rounds: list[str]) -> None:
     """Record the repeats timed so far (after each one)."""
     write_json_atomic(folder / PARTIAL_FILE, {"machine": machine_identity(), "runs": runs, "rounds": rounds})
+
+
+def keep_paired(folder: Path, baseline_rounds: set[str]) -> int:
+    """Drop the kept repeats in `folder` whose round the baseline's kept repeats lack; how many were
+    dropped."""
+    runs, rounds = earlier_repeats(folder)
+    paired = [(run, round_) for run, round_ in zip(runs, rounds, strict=True) if round_ in baseline_rounds]
+    if len(paired) < len(runs):
+        save_partial(folder, [run for run, _ in paired], [round_ for _, round_ in paired])
+    return len(runs) - len(paired)

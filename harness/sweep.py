@@ -744,6 +744,18 @@ def write_summaries(
         raise LoggingFailed(failure, results)
 
 
+def _drop_unpaired_repeats(group: list[tuple[Trial, Path, Path | None]]) -> None:
+    """Before a resumed run: each trial keeps only the repeats whose round holds the baseline's kept repeat."""
+    from harness.partial_repeats import earlier_repeats, keep_paired
+
+    baseline_rounds = next((set(earlier_repeats(f)[1]) for t, f, _ in group if t.is_baseline), None)
+    if baseline_rounds is None:
+        return
+    for trial, folder, _ in group:
+        if not trial.is_baseline and (dropped := keep_paired(folder, baseline_rounds)):
+            log.warning("%s: %d kept repeat(s) without the baseline's: timed again", trial.name, dropped)
+
+
 def _run_in_rounds(
     deferred: list[tuple[Trial, Path, Path | None]], sweep: Sweep, out_dir: Path
 ) -> list[TrialResult]:
@@ -763,6 +775,7 @@ def _run_in_rounds(
             "trials of input %s: %s, repeats interleaved", input_name, ", ".join(t.name for t, _, _ in group)
         )
         # repeats an interrupted run of the sweep timed are kept: each process times only the rest
+        _drop_unpaired_repeats(group)
         kept = {trial.name: len(earlier_repeats(folder)[0]) for trial, folder, _ in group}
         jobs = [
             Job(

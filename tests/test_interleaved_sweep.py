@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.noise import FASTER, NOT_DISTINGUISHABLE, SLOWER
-from harness.partial_repeats import PARTIAL_FILE, earlier_repeats, save_partial
+from harness.partial_repeats import PARTIAL_FILE, earlier_repeats, keep_paired, save_partial
 from harness.results import write_json_atomic
 from harness.runner import resolve_inputs
 from harness.sweep import load_sweep, run_sweep
@@ -74,6 +74,11 @@ def test_repeats_are_kept_only_from_this_machine_and_an_interleaved_run(tmp_path
     assert earlier_repeats(tmp_path) == ([], [])  # none left
     save_partial(tmp_path, _runs(1.0), EARLIER)
     assert earlier_repeats(tmp_path) == (_runs(1.0), EARLIER)
+    assert keep_paired(tmp_path, {*EARLIER, "0000beef-9"}) == 0  # each has the baseline's repeat of its round
+    assert earlier_repeats(tmp_path) == (_runs(1.0), EARLIER)
+    assert keep_paired(tmp_path, {EARLIER[1]}) == 1  # the baseline's repeat of the first round was never timed
+    assert earlier_repeats(tmp_path) == (_runs(1.0)[1:], EARLIER[1:])
+    save_partial(tmp_path, _runs(1.0), EARLIER)
     write_json_atomic(tmp_path / PARTIAL_FILE, {"machine": "elsewhere/0", "runs": _runs(1.0), "rounds": EARLIER})
     assert earlier_repeats(tmp_path) == ([], [])  # another machine's times do not compare
     save_partial(tmp_path, _runs(1.0), [None, None])
@@ -89,11 +94,15 @@ def test_a_sweep_run_again_times_only_the_repeats_still_missing(tmp_path):
     path.write_text(textwrap.dedent(SWEEP).replace("repeats: 5", "repeats: 3").split("  - name: threads2")[0])
     sweep = load_sweep(path)
     out = tmp_path / "out"
-    # what a run stopped after two rounds leaves: each trial's first two repeats, timed beside each other
+    # what a run stopped in its third round leaves: each trial's first two repeats, timed beside each other, and
+    # no-guidance's third, whose round's baseline repeat was never timed: an orphan, which would leave the trial
+    # unpaired, so it is timed again beside the baseline
     folders = {t.name: out / "trials" / resolve_inputs(t).folder_name() for t in sweep.trials}
     for name, folder in folders.items():
         folder.mkdir(parents=True)
         save_partial(folder, _runs(1.5 if name == "baseline" else 1.2), EARLIER)
+    orphan = {"total_s": 9.0, "denoise_s": 4.5}
+    save_partial(folders["no-guidance"], [*_runs(1.2), orphan], [*EARLIER, "0000beef-3"])
     run_sweep(sweep, out, log_mlflow=False)
 
     table = pd.read_csv(out / "results.csv").set_index("trial")
