@@ -46,10 +46,9 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
 cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
-1. The pack length, with a packed lever's roofline (which kernel runs the masked SDPA?):
-   `LEVERS_ROOFLINE=temporal-packed-64 bash bench/gpu_session.sh levers:512:compile,temporal-packed-64,
-   temporal-packed-256,temporal-packed@520` (about 2.5 min a lever on a cold machine, compile's included, so
-   `temporal-packed`, measured in call 4, gets what is left).
+1. Which kernel runs the masked SDPA of packed attention (the pack lengths are measured: call 7), and fp8 per
+   row again now that its scale has a floor: `LEVERS_ROOFLINE=temporal-packed LEVERS_ARGS="--load-cache
+   .gpucache" bash bench/gpu_session.sh levers:512:compile,temporal-packed,fp8-row@480`.
 2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
    cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call: GroupNorm and SiLU around
    the convolutions, the feed-forwards' GELU) and coordinate descent alone: `bash bench/gpu_session.sh
@@ -58,7 +57,7 @@ cache folder in a call of its own, `--compile-only`, and is measured by the next
    bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
 4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,segments_per_call:2'.
-End to end: `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine (README).
+End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
     python bench/unet_levers.py --tiny --device cpu --levers eager,fuse-qkv --frames 4 --steps 2 --repeats 2
