@@ -364,8 +364,8 @@ def _launches(events: list[Any], device: list[Any] | None) -> tuple[list[tuple[l
 def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
     """Kernel time per class (microseconds, all profiled calls), the largest kernels, the time on which the
     shape rule for attention disagreed with the eager scopes, how kernels were linked to ops, and (on a GPU) the
-    check against the GPU's own timeline: the kernels' total there, the time at least one ran, and what no op
-    claimed (counted as other)."""
+    GPU's own timeline: the kernels' total there (every kernel is in one class, so the classes add up to it) and
+    the time at least one ran."""
     events = list(events)
     per_class: dict[str, float] = defaultdict(float)
     per_kernel: dict[tuple[str, str], float] = defaultdict(float)
@@ -381,12 +381,7 @@ def attribute(events: Iterable[Any], cuda: bool, frames: int) -> dict[str, Any]:
     found: dict[str, Any] = {"scope_disagreement_us": disagree, "linked_by": linked_by}
     if device is not None:
         spans = [(e.time_range.start, e.time_range.end) for e in device]
-        device_us = sum(stop - start for start, stop in spans)
-        unclaimed = device_us - sum(per_class.values())
-        if unclaimed > 0:
-            per_class[OTHER] += unclaimed
-            per_kernel[("(kernels linked to no op)", OTHER)] += unclaimed
-        found.update(device_kernel_us=device_us, busy_us=busy_us(spans), unclaimed_us=unclaimed)
+        found.update(device_kernel_us=sum(stop - start for start, stop in spans), busy_us=busy_us(spans))
     top = sorted(per_kernel.items(), key=lambda item: -item[1])[:25]
     return {
         **found,
@@ -446,9 +441,9 @@ def profile_call(unet: Any, inputs: Sequence[torch.Tensor], frames: int, calls: 
         "class_ms": {c: us / 1e3 / calls for c, us in found["class_us"].items()},
         "kernel_ms": sum(found["class_us"].values()) / 1e3 / calls,
         "scope_disagreement_ms": found["scope_disagreement_us"] / 1e3 / calls,
-        # on a GPU: the kernels' own timeline; kernel_ms above it means some kernel was counted twice
+        # on a GPU: the kernels' own timeline (equal to kernel_ms: each kernel is in one class) and its busy time
         **{key.replace("_us", "_ms"): found[key] / 1e3 / calls
-           for key in ("device_kernel_us", "busy_us", "unclaimed_us") if key in found},
+           for key in ("device_kernel_us", "busy_us") if key in found},
         "top_kernels": [{**k, "ms": k.pop("us") / 1e3 / calls} for k in found["top_kernels"]],
         "profiled_calls": calls,
         "time_source": "GPU kernels" if cuda else "CPU op self time",
@@ -525,16 +520,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         found = result["profile"]
         if "device_kernel_ms" in found:
             lines.append(
-                f"\n{result['name']}: kernels by class {found['kernel_ms']:.1f} ms, on the GPU's timeline "
-                f"{found['device_kernel_ms']:.1f} ms (busy {found['busy_ms']:.1f} ms; linked to no op "
-                f"{max(found['unclaimed_ms'], 0):.1f} ms; kernels linked to ops by "
-                f"{found['linked_by']}){_double_counted(found)}")
+                f"\n{result['name']}: kernels on the GPU's timeline {found['device_kernel_ms']:.1f} ms (busy "
+                f"{found['busy_ms']:.1f} ms; kernels linked to ops by {found['linked_by']})")
     return "\n".join(lines) + "\n"
-
-
-def _double_counted(found: dict[str, Any]) -> str:
-    extra = found["kernel_ms"] - found["device_kernel_ms"]
-    return f"; {extra:.1f} ms COUNTED TWICE" if extra > 0.01 * found["device_kernel_ms"] else ""
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -151,7 +151,7 @@ def test_the_timeline_checks_the_attribution_and_kernels_without_a_launching_op_
                 _event("elementwise_kernel", "cuda", 31.0, 36.0, linked=99)]
     found = roofline.attribute([conv, stray, annotation, *timeline], cuda=True, frames=16)
     assert found["class_us"][CONV] == 30.0 and found["class_us"][ELEMENTWISE] == 5.0
-    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0 and found["unclaimed_us"] == 0.0
+    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 35.0
     assert found["busy_us"] == 33.0  # the two kernels overlap by 2 us
     for kernel in timeline:  # a profiler that links no kernel to its op: no figures rather than guessed ones
         kernel.linked_correlation_id = 0
@@ -179,7 +179,7 @@ def test_with_device_links_each_kernel_counts_once_under_the_op_that_launched_it
     assert found["class_us"][SPATIAL] == 20.0
     assert found["class_us"][ELEMENTWISE] == 4.0
     assert found["class_us"][LINEAR] == 3.0
-    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 27.0 and found["unclaimed_us"] == 0.0
+    assert sum(found["class_us"].values()) == found["device_kernel_us"] == 27.0
 
 
 def test_an_older_torchs_gpu_events_get_their_launching_ops_id_from_the_raw_results():
@@ -199,12 +199,6 @@ def test_an_older_torchs_gpu_events_get_their_launching_ops_id_from_the_raw_resu
     found = roofline.attribute(events, cuda=True, frames=16)
     assert found["linked_by"] == roofline.BY_DEVICE_EVENTS
     assert found["class_us"][CONV] == 10.0 == found["device_kernel_us"]  # listed by two ops, counted once
-
-
-def test_a_class_total_above_the_timeline_is_flagged_in_the_table():
-    found = {"kernel_ms": 12.0, "device_kernel_ms": 10.0, "busy_ms": 9.0, "unclaimed_ms": -2.0}
-    assert "COUNTED TWICE" in roofline._double_counted(found)
-    assert roofline._double_counted({**found, "kernel_ms": 10.0}) == ""
 
 
 def test_the_standalone_script_profiles_a_tiny_call_and_writes_its_table(tmp_path, monkeypatch):
