@@ -82,6 +82,17 @@ def test_fp8_is_unavailable_on_cpu_with_the_reason(method):
     assert reason is not None and "8.9" in reason
 
 
+@pytest.mark.parametrize("version, available", [("0.12.1+cu126", False), ("0.13.0", True)])
+def test_fp8_on_a_gpu_needs_the_torchao_whose_config_floors_the_scale(monkeypatch, version, available):
+    torchao = pytest.importorskip("torchao")
+    monkeypatch.setattr(torchao, "__version__", version)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (9, 0))  # an H200's
+    reason = Quantization("torchao-fp8-row").is_available({"device_type": "cuda"})
+    assert (reason is None) == available
+    if not available:
+        assert "torchao >= 0.13" in reason and version in reason
+
+
 def test_row_wise_fp8_says_it_needs_bf16_before_quantizing_anything(unet):
     with pytest.raises(VariantError, match="dtype: bf16"):
         apply_variant(Quantization("torchao-fp8-row"), stand_in_pipeline(unet))

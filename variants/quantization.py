@@ -14,7 +14,6 @@ before DeepCache and compile in the transform order.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ METHODS = (
 )
 FP8_METHODS = ("torchao-fp8", "torchao-fp8-row")
 FP8_ACTIVATION_FLOOR = 1e-12  # the least amax a dynamic fp8 scale is computed from (see _torchao_config)
+FP8_MIN_TORCHAO = (0, 13)  # the first torchao whose fp8 config takes that floor (activation_value_lb)
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 # torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
 FP8_DIM_MULTIPLE = 16
@@ -79,10 +79,17 @@ class Quantization(ChoiceVariant):
             capability = torch.cuda.get_device_capability()
             if capability < FP8_MIN_CAPABILITY:
                 return f"fp8 matmuls need compute capability >= 8.9; this GPU has {capability[0]}.{capability[1]}"
+        from torch.torch_version import TorchVersion  # packaging's version order, vendored by torch
+
         try:
-            import torchao  # noqa: F401
+            import torchao
         except ImportError:
             return "torchao is not installed; pip install torchao (or the project's [quant] extra)"
+        if self.value in FP8_METHODS and TorchVersion(torchao.__version__) < FP8_MIN_TORCHAO:
+            return (
+                f"{self.value} needs torchao >= {'.'.join(map(str, FP8_MIN_TORCHAO))} (its activation floor keeps "
+                f"a row of zeros from a NaN scale); this is {torchao.__version__}: pip install -U torchao"
+            )
         return None
 
     def transforms(self) -> list[Transform]:
@@ -155,12 +162,12 @@ def _torchao_config(method: str) -> Any:
     if method == "torchao-int8dq":
         return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
     granularity = PerRow() if method == "torchao-fp8-row" else PerTensor()
-    floor = {}
-    if "activation_value_lb" in {f.name for f in dataclasses.fields(Float8DynamicActivationFloat8WeightConfig)}:
-        # A row of zeros (the audio cross-attention's keys and values in the unguided half: its audio is zero)
-        # would get a zero scale and quantize to 0/0 = NaN: on the H200 the per-row denoise ended in NaN latents.
-        floor = {"activation_value_lb": FP8_ACTIVATION_FLOOR}
-    return Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False, **floor)
+    # A row of zeros (the audio cross-attention's keys and values in the unguided half: its audio is zero) would
+    # get a zero scale and quantize to 0/0 = NaN: on the H200 the per-row denoise ended in NaN latents. The floor
+    # (activation_value_lb) is torchao 0.13's, hence the quant extra's least version.
+    return Float8DynamicActivationFloat8WeightConfig(
+        granularity=granularity, set_inductor_config=False, activation_value_lb=FP8_ACTIVATION_FLOOR
+    )
 
 
 def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
