@@ -46,9 +46,10 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
 cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
-1. Which kernel runs the masked SDPA of packed attention (the pack lengths are measured: call 7), and fp8 per
-   row again now that its scale has a floor: `LEVERS_ROOFLINE=temporal-packed LEVERS_ARGS="--load-cache
-   .gpucache" bash bench/gpu_session.sh levers:512:compile,temporal-packed,fp8-row@480`.
+1. Which kernel runs the masked SDPA of packed attention (the pack lengths are measured: call 7), packed
+   attention by flex_attention (the mask computed in the kernel, not read), and fp8 per row again now that its
+   scale has a floor: `LEVERS_ROOFLINE=temporal-packed LEVERS_ARGS="--load-cache .gpucache" bash
+   bench/gpu_session.sh levers:512:compile,temporal-packed,temporal-packed-flex,fp8-row@480`.
 2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
    cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call: GroupNorm and SiLU around
    the convolutions, the feed-forwards' GELU) and coordinate descent alone: `bash bench/gpu_session.sh
@@ -95,6 +96,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "temporal-packed": {"settings": {**COMPILED, "temporal_attention": "packed"}, "tier": "float"},
     "temporal-packed-64": {"settings": {**COMPILED, "temporal_attention": "packed-64"}, "tier": "float"},
     "temporal-packed-256": {"settings": {**COMPILED, "temporal_attention": "packed-256"}, "tier": "float"},
+    "temporal-packed-flex": {"settings": {**COMPILED, "temporal_attention": "packed-flex"}, "tier": "float"},
     "flash": {"settings": {**COMPILED, "attention": "flash"}, "tier": "float"},
     "cudnn": {"settings": {**COMPILED, "attention": "cudnn"}, "tier": "float"},
     "efficient": {"settings": {**COMPILED, "attention": "efficient"}, "tier": "float"},

@@ -257,11 +257,12 @@ class RunConfig:
         "sdpa",
         "how the motion modules' temporal self-attention (16-token sequences) is computed: sdpa = "
         "scaled_dot_product_attention, as the reference; packed = SDPA over 8 neighbouring sequences at once "
-        "(128 tokens) under a block-diagonal mask; packed-64, packed-256 = 4 or 16 at once; reduction = a float32 "
-        "multiply-and-sum that torch.compile fuses (meant for compile). The same math in each; what each costs "
-        "on the H200: README, \"Where the U-Net call's time goes\"",
+        "(128 tokens) under a block-diagonal mask; packed-64, packed-256 = 4 or 16 at once; packed-flex = packed, "
+        "attended by flex_attention with the mask computed in its kernel (meant for compile); reduction = a "
+        "float32 multiply-and-sum that torch.compile fuses (meant for compile). The same math in each; what each "
+        "costs on the H200: README, \"Where the U-Net call's time goes\"",
         group="model transforms",
-        choices=("sdpa", "packed", "packed-64", "packed-256", "reduction"),
+        choices=("sdpa", "packed", "packed-64", "packed-256", "packed-flex", "reduction"),
         family="temporal-attention",
     )
     channels_last: str = setting(

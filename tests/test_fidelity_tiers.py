@@ -34,6 +34,7 @@ VALUES = [
     ("fuse-qkv", "on", "float"),
     ("temporal-attention", "reduction", "float"),
     ("temporal-attention", "packed", "float"),
+    ("temporal-attention", "packed-flex", "float"),
     ("channels-last", "on", "float"),
     ("vae-slicing", "on", "float"),
     ("deepcache", "interval=1,branch=0", "float"),

@@ -1,17 +1,20 @@
-"""temporal-attention=reduction|packed: the motion modules' attention as a float32 multiply-and-sum, or as packed
-sequences under a block-diagonal mask, gives SDPA's output (within float rounding) with separate or fused
-projections, and only the temporal layers change."""
+"""temporal-attention=reduction|packed|packed-flex: the motion modules' attention as a float32 multiply-and-sum,
+or as packed sequences under a block-diagonal mask (SDPA's or flex_attention's), gives SDPA's output (within
+float rounding) with separate or fused projections, and only the temporal layers change."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from stand_ins import apply_variant, stand_in_pipeline
 
+from harness.config import RunConfig
 from harness.models.motion_module import TemporalAttention
 from harness.models.unet import load_unet
 from variants.base import VariantError
 from variants.temporal_attention import (
+    FlexPackedAttnProcessor,
     PackedAttnProcessor,
     ReductionAttnProcessor,
     TemporalAttentionForm,
@@ -19,7 +22,7 @@ from variants.temporal_attention import (
     use_temporal_processor,
 )
 
-PROCESSORS = [ReductionAttnProcessor, PackedAttnProcessor]
+PROCESSORS = [ReductionAttnProcessor, PackedAttnProcessor, FlexPackedAttnProcessor]
 
 
 @pytest.mark.parametrize("processor", PROCESSORS)
@@ -39,6 +42,22 @@ def test_each_form_gives_sdpas_output(processor, dim, heads, frames, sequences, 
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert not torch.equal(got, tokens)  # it did attend (the output is no copy of its input)
+
+
+def test_packed_flex_compiles_into_one_graph_with_sdpas_output():
+    """The value is meant for compile: flex_attention and its score modification trace into one graph without a
+    break, and it still gives SDPA's output. Inductor's kernel for it is a GPU's (Triton): here the graph runs
+    through AOTAutograd eagerly, since torch's C++ flex template fails on these views (the variant refuses it)."""
+    torch.manual_seed(0)
+    layer = TemporalAttention(40, 1, max_len=24, position_encoding=True).eval()  # head dim 40, as at 512's first level
+    tokens = torch.randn(16, 16, 40)
+    with torch.no_grad():
+        layer.set_processor(AttnProcessor2_0())
+        expected = layer(tokens)
+        layer.set_processor(FlexPackedAttnProcessor())
+        torch._dynamo.reset()
+        got = torch.compile(layer, fullgraph=True, backend="aot_eager")(tokens)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_packing_takes_the_most_neighbouring_sequences_that_fit_and_divide():
@@ -79,7 +98,10 @@ def test_a_packed_token_sees_only_its_own_sequence():
     assert not torch.allclose(after[3], before[3])
 
 
-@pytest.mark.parametrize("value, processor", [("reduction", ReductionAttnProcessor), ("packed", PackedAttnProcessor)])
+@pytest.mark.parametrize(
+    "value, processor",
+    [("reduction", ReductionAttnProcessor), ("packed", PackedAttnProcessor), ("packed-flex", FlexPackedAttnProcessor)],
+)
 def test_only_the_temporal_layers_of_the_unet_change(value, processor):
     unet = load_unet("tiny").eval()
     before = {name: type(m.processor) for name, m in unet.named_modules() if isinstance(m, Attention)}
@@ -90,6 +112,16 @@ def test_only_the_temporal_layers_of_the_unet_change(value, processor):
     assert temporal and all(after[name] is processor for name in temporal)
     assert all(after[name] is before[name] for name in set(after) - temporal)  # spatial and audio: as they were
     assert TemporalAttentionForm("sdpa").transforms() == []
+
+
+def test_packed_flex_compiled_on_the_cpu_is_refused_before_anything_changes():
+    unet = load_unet("tiny").eval()
+    pipeline = stand_in_pipeline(unet, config=RunConfig(compile="default", compile_cache="off"))
+    with pytest.raises(VariantError, match="packed-flex: torch's CPU compiler cannot lower flex_attention"):
+        apply_variant(TemporalAttentionForm("packed-flex"), pipeline)
+    assert not any(isinstance(m.processor, FlexPackedAttnProcessor) for m in unet.modules() if isinstance(m, Attention))
+    apply_variant(TemporalAttentionForm("packed-flex"), stand_in_pipeline(unet))  # eager: allowed
+    assert any(isinstance(m.processor, FlexPackedAttnProcessor) for m in unet.modules() if isinstance(m, Attention))
 
 
 def test_a_unet_without_motion_modules_is_refused():

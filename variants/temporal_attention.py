@@ -1,4 +1,5 @@
-"""The motion modules' temporal self-attention in another form: packed sequences, or a multiply-and-sum.
+"""The motion modules' temporal self-attention in another form: packed sequences (SDPA or flex_attention), or a
+multiply-and-sum.
 
 Each motion module attends along the frame axis at every latent pixel: at 512 that is 2 x 4096 sequences of 16
 tokens per head at the first level, with head dims of 40-160. scaled_dot_product_attention sends them to a
@@ -16,7 +17,13 @@ compute (8 times the 0.05 TFLOP), which is small beside the padding it replaces.
 sequences lie next to each other in memory). What each form measured on the H200: README, "Where the U-Net
 call's time goes".
 
-Both are the same math summed in another order: float tier. Only the temporal layers change (the spatial and
+`packed-flex` packs as `packed` does but attends with flex_attention, the mask written as a score modification
+(-inf where query and key are of different sequences): under `compile` inductor generates one Triton kernel that
+computes it from the token indices, so no mask is read from memory and the kernel is not cuDNN's (meant for
+`compile`: eager, flex_attention runs an unfused fallback that materialises the scores). On the CPU, compiled, it
+is refused: torch's C++ flex template fails on the projections' views.
+
+All are the same math summed in another order: float tier. Only the temporal layers change (the spatial and
 audio attentions keep their processor); fused projections (fuse-qkv) are kept.
 """
 
@@ -36,22 +43,39 @@ from variants.base import ChoiceVariant, Transform, VariantError
 
 class TemporalAttentionForm(ChoiceVariant):
     family = "temporal-attention"
-    summary = "the motion modules' 16-token temporal attention packed 4-16 sequences a call, or as a multiply-and-sum"
+    summary = (
+        "the motion modules' 16-token temporal attention packed 4-16 sequences a call (SDPA or flex_attention), "
+        "or as a multiply-and-sum"
+    )
     field_name = "temporal_attention"
     # Fusion: after fuse-qkv (same phase, name order), whose processor it replaces on the temporal layers while
     # keeping their fused projections; before compile, which traces it.
     phase = "fusion"
     tier = FLOAT  # the same softmax(QK^T/sqrt(d))V, summed in another order
 
+    def is_available(self, env: dict[str, Any]) -> str | None:
+        if self.value == "packed-flex" and not hasattr(torch.nn.attention, "flex_attention"):
+            return f"packed-flex needs flex_attention (torch >= 2.5); this torch is {torch.__version__}"
+        return None
+
     def transforms(self) -> list[Transform]:
         if self.value == "sdpa":
             return []
-        processor = (
-            ReductionAttnProcessor if self.value == "reduction"
-            else partial(PackedAttnProcessor, longest=PACKED_LENGTHS[self.value])
-        )
+        if self.value == "reduction":
+            processor: Callable[[], TemporalProcessor] = ReductionAttnProcessor
+        elif self.value == "packed-flex":
+            processor = FlexPackedAttnProcessor
+        else:
+            processor = partial(PackedAttnProcessor, longest=PACKED_LENGTHS[self.value])
 
-        def use(unet: nn.Module, _pipeline: Any = None) -> nn.Module:
+        def use(unet: nn.Module, pipeline: Any = None) -> nn.Module:
+            if self.value == "packed-flex" and pipeline is not None and pipeline.device.type == "cpu":
+                if pipeline.config.compile != "off":  # checked with torch 2.13: its C++ flex template fails
+                    raise VariantError(
+                        "temporal-attention=packed-flex: torch's CPU compiler cannot lower flex_attention on the "
+                        "projections' views (InductorError in its C++ flex template); run it on a GPU, or "
+                        "without compile"
+                    )
             return use_temporal_processor(unet, processor, f"temporal-attention={self.value}")
 
         return [Transform("unet", f"temporal-attention={self.value}", use)]
@@ -137,12 +161,32 @@ class PackedAttnProcessor(TemporalProcessor):
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
         batch, tokens, inner = query.shape
         group = pack_size(batch, tokens, self.longest)
-        length = group * tokens
 
         def split(x: torch.Tensor) -> torch.Tensor:  # (packs, heads, group x tokens, head dim)
-            return x.reshape(batch // group, length, heads, inner // heads).transpose(1, 2)
+            return x.reshape(batch // group, group * tokens, heads, inner // heads).transpose(1, 2)
 
-        sequence = torch.arange(length, device=query.device) // tokens
-        own = sequence[:, None] == sequence[None, :]  # True where query and key are of one sequence
-        out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=own, scale=scale)
+        out = self.attend_packs(split(query), split(key), split(value), tokens, scale)
         return out.transpose(1, 2).reshape(batch, tokens, inner)
+
+    def attend_packs(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, tokens: int, scale: float
+    ) -> torch.Tensor:
+        """Attention within each `tokens`-long sequence of the packs, (packs, heads, length, head dim) operands."""
+        sequence = torch.arange(query.shape[2], device=query.device) // tokens
+        own = sequence[:, None] == sequence[None, :]  # True where query and key are of one sequence
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=own, scale=scale)
+
+
+class FlexPackedAttnProcessor(PackedAttnProcessor):
+    """Packs of 128 tokens attended by flex_attention, the block-diagonal mask as a score modification (see the
+    module doc)."""
+
+    def attend_packs(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, tokens: int, scale: float
+    ) -> torch.Tensor:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        def own_sequence(score: torch.Tensor, _batch: Any, _head: Any, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return torch.where(q // tokens == kv // tokens, score, -float("inf"))
+
+        return flex_attention(query, key, value, score_mod=own_sequence, scale=scale)
