@@ -4,6 +4,8 @@ float rounding) with separate or fused projections, and only the temporal layers
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
@@ -112,6 +114,13 @@ def test_only_the_temporal_layers_of_the_unet_change(value, processor):
     assert temporal and all(after[name] is processor for name in temporal)
     assert all(after[name] is before[name] for name in set(after) - temporal)  # spatial and audio: as they were
     assert TemporalAttentionForm("sdpa").transforms() == []
+
+
+def test_packed_flex_is_available_where_torch_has_flex_attention(monkeypatch):
+    assert TemporalAttentionForm("packed-flex").is_available({"device_type": "cpu"}) is None  # torch 2.13
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *_: None)  # a torch before 2.5
+    reason = TemporalAttentionForm("packed-flex").is_available({"device_type": "cpu"})
+    assert "torch >= 2.5" in reason and TemporalAttentionForm("packed").is_available({}) is None
 
 
 def test_packed_flex_compiled_on_the_cpu_is_refused_before_anything_changes():

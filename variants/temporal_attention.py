@@ -29,6 +29,7 @@ audio attentions keep their processor); fused projections (fuse-qkv) are kept.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -54,7 +55,7 @@ class TemporalAttentionForm(ChoiceVariant):
     tier = FLOAT  # the same softmax(QK^T/sqrt(d))V, summed in another order
 
     def is_available(self, env: dict[str, Any]) -> str | None:
-        if self.value == "packed-flex" and not hasattr(torch.nn.attention, "flex_attention"):
+        if self.value == "packed-flex" and importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
             return f"packed-flex needs flex_attention (torch >= 2.5); this torch is {torch.__version__}"
         return None
 
