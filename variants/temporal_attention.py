@@ -70,13 +70,12 @@ class TemporalAttentionForm(ChoiceVariant):
             processor = partial(PackedAttnProcessor, longest=PACKED_LENGTHS[self.value])
 
         def use(unet: nn.Module, pipeline: Any = None) -> nn.Module:
-            if self.value == "packed-flex" and pipeline is not None and pipeline.device.type == "cpu":
-                if pipeline.config.compile != "off":  # checked with torch 2.13: its C++ flex template fails
-                    raise VariantError(
-                        "temporal-attention=packed-flex: torch's CPU compiler cannot lower flex_attention on the "
-                        "projections' views (InductorError in its C++ flex template); run it on a GPU, or "
-                        "without compile"
-                    )
+            compiled_on_cpu = pipeline is not None and pipeline.device.type == "cpu" and pipeline.config.compile != "off"
+            if self.value == "packed-flex" and compiled_on_cpu:  # seen with torch 2.13
+                raise VariantError(
+                    "temporal-attention=packed-flex: torch's CPU compiler cannot lower flex_attention on the "
+                    "projections' views (InductorError in its C++ flex template); run it on a GPU, or without compile"
+                )
             return use_temporal_processor(unet, processor, f"temporal-attention={self.value}")
 
         return [Transform("unet", f"temporal-attention={self.value}", use)]
