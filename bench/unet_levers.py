@@ -54,7 +54,10 @@ cache folder in a call of its own, `--compile-only`, and is measured by the next
    cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call: GroupNorm and SiLU around
    the convolutions, the feed-forwards' GELU) and coordinate descent alone: `bash bench/gpu_session.sh
    levers:512:compile,flash,efficient,channels-last,coord-descent@480`.
-3. int8 dynamic, the inductor recipe and max-autotune: `LEVERS_ARGS="--compile-only --timeout 540" bash
+3. Regional compile (each repeated block compiled on its own): how much shorter the cold compile is, and what
+   the lost fusion across block edges costs: `bash bench/gpu_session.sh levers:512:compile,regional@300`; if
+   short enough, the recipe and autotuning that way (`recipe-regional`, `autotune-regional`).
+   int8 dynamic, the inductor recipe and max-autotune whole: `LEVERS_ARGS="--compile-only --timeout 540" bash
    bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
 4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,segments_per_call:2'.
@@ -113,6 +116,12 @@ LEVERS: dict[str, dict[str, Any]] = {
         "timeout": 540,
     },
     "autotune": {"settings": {"compile": "max-autotune-no-cudagraphs"}, "tier": "float", "timeout": 570},
+    # the repeated blocks compiled each on its own: a shorter cold compile, alone, with the recipe, with autotuning
+    "regional": {"settings": {"compile": "default+regional"}, "tier": "float"},
+    "recipe-regional": {"settings": {"compile": "default+recipe+regional"}, "tier": "float", "timeout": 540},
+    "autotune-regional": {
+        "settings": {"compile": "max-autotune-no-cudagraphs+regional"}, "tier": "float", "timeout": 570,
+    },
     # near-lossless: fewer bits
     "bf16": {"settings": {**COMPILED, "dtype": "bf16"}, "tier": "lossy"},
     "fp8": {"settings": {**COMPILED, "quantization": "torchao-fp8"}, "tier": "lossy"},

@@ -230,7 +230,9 @@ class RunConfig:
     )
     compile: str = setting(
         "off",
-        "torch.compile of the U-Net and VAE decoder in this mode, or CUDA graphs alone",
+        "torch.compile of the U-Net and VAE encoder and decoder in this mode (+recipe: with the fast-diffusion "
+        "inductor settings; +regional: the U-Net's repeated blocks compiled each on its own, a shorter cold "
+        "compile), or CUDA graphs alone",
         group="model transforms",
         family="compile",
     )

@@ -272,6 +272,55 @@ def test_compile_recipe_passes_the_modes_options_and_the_recipes_to_inductor(val
     assert Compile.change_tier("default", value) == "float"
 
 
+# -- regional compile
+
+
+@pytest.mark.parametrize("value", ["default+regional", "max-autotune-no-cudagraphs+recipe+regional"])
+def test_regional_compile_passes_the_modes_arguments(value):
+    assert Compile(value).compile_kwargs() == Compile(value.removesuffix("+regional")).compile_kwargs()
+    assert Compile.change_tier("default", value) == "float"
+
+
+def test_regional_compile_compiles_each_repeated_block_and_alike_blocks_share_a_graph(unet, monkeypatch):
+    """Only the resnets, spatial transformers and motion modules compile, not the U-Net; blocks of one class
+    and shape share a graph, so fewer graphs are built than there are blocks; none is left eager by dynamo's
+    limit of graphs per code object (a class's forward); the output is eager's. Dynamo's eager backend stands in
+    for inductor here: which modules compile is the variant's, how is torch's."""
+    from torch._dynamo.utils import counters
+
+    from harness.models.motion_module import MotionModule
+    from harness.models.unet_layers import ResnetBlock, SpatialTransformer
+
+    inputs = _inputs(frames=4)
+    regions = [m for m in unet.modules() if isinstance(m, (ResnetBlock, SpatialTransformer, MotionModule))]
+    shapes: set[tuple] = set()  # each region call's class, weights' shapes and input shapes: one graph each
+
+    def record(module: nn.Module, args: tuple) -> None:
+        arg_shapes = tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in args)
+        shapes.add((type(module), tuple(p.shape for p in module.parameters()), arg_shapes))
+
+    hooks = [m.register_forward_pre_hook(record) for m in regions]
+    expected = _run(unet, inputs)
+    for hook in hooks:
+        hook.remove()
+    monkeypatch.setattr(Compile, "compile_kwargs", lambda self: {"backend": "eager", "dynamic": False})
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(torch._dynamo.config, limit, 8)
+    torch._dynamo.reset()
+    apply_variant(Compile("default+regional"), stand_in_pipeline(unet))
+    assert unet._compiled_call_impl is None and unet.conv_in._compiled_call_impl is None
+    assert all(m._compiled_call_impl is not None for m in regions)
+    counters.clear()
+    torch.testing.assert_close(_run(unet, inputs), expected, rtol=0, atol=0)
+    assert len(shapes) <= counters["stats"]["unique_graphs"] < len(regions)
+    assert not counters["unimplemented"]  # no graph break: no block left eager at dynamo's limit
+    resnet_shapes = [signature for signature in shapes if signature[0] is ResnetBlock]
+    assert len(resnet_shapes) > 8  # the tiny U-Net's resnets alone pass dynamo's default limit of 8 a class
+    with torch._dynamo.config.patch(error_on_recompile=True):  # warm: every block finds its graph
+        torch.testing.assert_close(_run(unet, inputs), expected, rtol=0, atol=0)
+    torch._dynamo.reset()
+
+
 # -- channels-last
 
 
