@@ -103,7 +103,6 @@ class Compile(ChoiceVariant):
         if self.value == "off":
             return []
         kwargs = self.compile_kwargs()
-
         regional = self.value.endswith(REGIONAL)
 
         def compile_unet(unet: torch.nn.Module, pipeline: LipsyncPipeline) -> torch.nn.Module:
