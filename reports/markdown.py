@@ -70,7 +70,8 @@ def _banners(data: SweepData) -> list[str]:
         out.append(
             f"> **GPU at its power limit** while {len(capped)} trial(s) were timed: the GPU lowered its clock "
             "under the trials' own load (reason: power cap, nothing else), as it does for long runs of dense "
-            "kernels. Not another job: the baseline, timed in the same rounds, ran under the same limit.\n>\n"
+            "kernels; not another job. Each trial's share of capped samples and lowest clock below: a trial "
+            "capped harder than its baseline gave some of its speed back as clock.\n>\n"
             f"{clocks}"
         )
     return out
