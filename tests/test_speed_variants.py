@@ -304,20 +304,21 @@ def test_regional_compile_compiles_each_repeated_block_and_alike_blocks_share_a_
     for hook in hooks:
         hook.remove()
     monkeypatch.setattr(Compile, "compile_kwargs", lambda self: {"backend": "eager", "dynamic": False})
-    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(torch._dynamo.config, limit, 8)
     torch._dynamo.reset()
-    apply_variant(Compile("default+regional"), stand_in_pipeline(unet))
-    assert unet._compiled_call_impl is None and unet.conv_in._compiled_call_impl is None
-    assert all(m._compiled_call_impl is not None for m in regions)
-    counters.clear()
-    torch.testing.assert_close(_run(unet, inputs), expected, rtol=0, atol=0)
-    assert len(shapes) <= counters["stats"]["unique_graphs"] < len(regions)
-    assert not counters["unimplemented"]  # no graph break: no block left eager at dynamo's limit
-    resnet_shapes = [signature for signature in shapes if signature[0] is ResnetBlock]
-    assert len(resnet_shapes) > 8  # the tiny U-Net's resnets alone pass dynamo's default limit of 8 a class
-    with torch._dynamo.config.patch(error_on_recompile=True):  # warm: every block finds its graph
+    # dynamo's default limit, restored afterwards with whatever the variant set (torch's own patch: pytest's
+    # monkeypatch deletes a config entry on undo)
+    with torch._dynamo.config.patch(recompile_limit=8):
+        apply_variant(Compile("default+regional"), stand_in_pipeline(unet))
+        assert unet._compiled_call_impl is None and unet.conv_in._compiled_call_impl is None
+        assert all(m._compiled_call_impl is not None for m in regions)
+        counters.clear()
         torch.testing.assert_close(_run(unet, inputs), expected, rtol=0, atol=0)
+        assert len(shapes) <= counters["stats"]["unique_graphs"] < len(regions)
+        assert not counters["unimplemented"]  # no graph break: no block left eager at dynamo's limit
+        resnet_shapes = [signature for signature in shapes if signature[0] is ResnetBlock]
+        assert len(resnet_shapes) > 8  # the tiny U-Net's resnets alone pass dynamo's default limit of 8 a class
+        with torch._dynamo.config.patch(error_on_recompile=True):  # warm: every block finds its graph
+            torch.testing.assert_close(_run(unet, inputs), expected, rtol=0, atol=0)
     torch._dynamo.reset()
 
 
