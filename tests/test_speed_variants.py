@@ -322,6 +322,19 @@ def test_regional_compile_compiles_each_repeated_block_and_alike_blocks_share_a_
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("wrapper", ["attention", "deepcache"])
+def test_regional_compile_refuses_a_unet_inside_a_wrapper_with_its_own_compile(unet, wrapper):
+    """attention's wrapper turns AOTAutograd's cache off in its compile (else a forced kernel can run another's
+    graph) and DeepCache compiles its two paths: compiling the blocks inside would bypass both."""
+    settings = {"attention": "math"} if wrapper == "attention" else {"deepcache": "upstream-default"}
+    config = RunConfig().replace(compile="default+regional", compile_cache="off", **settings)
+    pipeline = stand_in_pipeline(unet, SimpleNamespace(decoder=nn.Conv2d(4, 3, 1)), config=config)
+    with pytest.raises(VariantError, match="regional compiles the U-Net's blocks, which would bypass"):
+        for transform in transforms_for(config):
+            LipsyncPipeline.apply(pipeline, transform)
+    assert all(m._compiled_call_impl is None for m in unet.modules())
+
+
 # -- channels-last
 
 

@@ -130,6 +130,13 @@ def compile_regions(unet: torch.nn.Module, kwargs: dict[str, Any]) -> int:
     from harness.models.motion_module import MotionModule
     from harness.models.unet_layers import ResnetBlock, SpatialTransformer
 
+    if type(unet).compile is not torch.nn.Module.compile:
+        # a wrapper's own compile (attention's, which keeps a forced kernel's graph out of AOTAutograd's cache;
+        # DeepCache's two paths) would be bypassed by compiling the blocks inside it
+        raise VariantError(
+            f"compile=...+regional compiles the U-Net's blocks, which would bypass {type(unet).__name__}'s own "
+            "compile (attention or deepcache): use a whole-graph compile mode with those"
+        )
     regions = [m for m in unet.modules() if isinstance(m, (ResnetBlock, SpatialTransformer, MotionModule))]
     if not regions:
         raise VariantError("compile=...+regional: the U-Net has no resnet, transformer or motion block to compile")
