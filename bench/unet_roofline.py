@@ -35,9 +35,9 @@ Method
   counts as element-wise; a GroupNorm that also changes the layout counts as element-wise); with inductor's
   conv_1x1_as_mm the 1x1 convolutions run as matmuls, so their time moves to linear projections while their
   FLOPs stay with the convolutions (the two classes' rates are then off; their sum is right); GPU idle time
-  between kernels is its own row (call time by CUDA events minus the time at least one kernel ran). What no op
-  claimed counts as other; CUDA runtime calls made outside any op can carry an op's id, so they are never
-  owners; a class total above the timeline's would be flagged as counted twice. On the CPU (--device cpu) there
+  between kernels is its own row (call time by CUDA events minus the time at least one kernel ran). A kernel
+  whose id names no op is classed by its own name; CUDA runtime calls made outside any op can carry an op's id,
+  so they are never owners. On the CPU (--device cpu) there
   are no kernels: each aten op's self CPU time stands in, which checks the code path, not the figures.
 
     python bench/unet_roofline.py --configs eager,compile                       # the H200, ~3 min cold
