@@ -26,8 +26,9 @@ Method
   template counts as its matmul or convolution, a kernel of layout ops only (clone, cat, copy, permute, ...) as
   copies & layout, every other one as norms & element-wise. An attention call's layer comes from its shapes:
   keys of another length than the queries = the audio cross-attention (50 audio tokens), queries as long as
-  the segment's frames = temporal, else spatial (unambiguous at 512: spatial layers see 4096, 1024, 256 or 64
-  tokens). In eager the attention layers also run inside profiler scopes set by forward hooks, and the report
+  the segment's frames, or a mask passed (packed temporal attention's 64-256-token packs) = temporal, else
+  spatial (unambiguous at 512: spatial layers see 4096, 1024, 256 or 64 tokens, unmasked). In eager the
+  attention layers also run inside profiler scopes set by forward hooks, and the report
   gives the kernel time on which the shape rule and the scopes disagree (0 when the rule holds). A kernel the
   profiler links to no op falls back to its own name (cuDNN's fprop, cuBLAS's gemm, flash, PyTorch's
   elementwise/reduce/copy kernels); the JSON lists the 25 largest kernels with their classes, to check by eye.
@@ -208,13 +209,15 @@ def fused_class(name: str) -> str | None:
 
 
 def attention_class(shapes: Sequence[Sequence[int]], frames: int) -> str:
-    """Which attention an SDPA call is, from its query and key shapes (..., tokens, head dim)."""
+    """Which attention an SDPA call is, from its query and key shapes (..., tokens, head dim) and whether a mask
+    is passed (a tensor operand after the third: only packed temporal attention passes one)."""
     if len(shapes) < 2 or len(shapes[0]) < 2 or len(shapes[1]) < 2:
         return OTHER
     queries, keys = shapes[0][-2], shapes[1][-2]
     if queries != keys:
         return CROSS
-    return TEMPORAL if queries == frames else SPATIAL
+    masked = any(len(shape) >= 2 for shape in shapes[3:])
+    return TEMPORAL if queries == frames or masked else SPATIAL
 
 
 def aten_class(name: str) -> str:

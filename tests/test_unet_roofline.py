@@ -28,6 +28,7 @@ from unet_roofline import (  # noqa: E402
 )
 
 from harness.models.unet import load_unet  # noqa: E402
+from variants.temporal_attention import PackedAttnProcessor, use_temporal_processor  # noqa: E402
 
 
 def test_flops_by_class_add_up_to_the_reference_count_at_512():
@@ -83,6 +84,11 @@ SDPA = "aten::_scaled_dot_product_flash_attention"
          "flash_fwd", CROSS),
         (((SDPA, [[8192, 8, 16, 40], [8192, 8, 16, 40]]),), "flash_fwd", TEMPORAL),
         (((SDPA, [[32, 8, 4096, 40], [32, 8, 4096, 40]]),), "flash_fwd", SPATIAL),
+        # packed temporal attention: 8 sequences of 16 frames as 128 tokens, under a block-diagonal mask
+        ((("aten::_scaled_dot_product_cudnn_attention", [[1024, 8, 128, 40], [1024, 8, 128, 40], [1024, 8, 128, 40],
+                                                         [1024, 8, 128, 128], []]),), "cudnn_sdpa_fprop", TEMPORAL),
+        ((("aten::_scaled_dot_product_cudnn_attention", [[32, 8, 256, 40], [32, 8, 256, 40], [32, 8, 256, 40], [],
+                                                         []]),), "cudnn_sdpa_fprop", SPATIAL),
         ((("cuLaunchKernel", []), ("triton_poi_fused_clone_3", []), ("CompiledFunction", [])), "triton_poi_fused_clone_3",
          COPIES),
         ((("triton_red_fused_native_group_norm_2", []),), "triton_red_fused_native_group_norm_2", ELEMENTWISE),
@@ -106,8 +112,11 @@ def test_the_eager_scope_is_reported_where_it_disagrees_with_the_shape_rule():
     assert roofline.kernel_class(_chain((SDPA, []), (SCOPE + CROSS, [])), "flash_fwd", frames=16) == (CROSS, CROSS)
 
 
-def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree():
+@pytest.mark.parametrize("temporal", ["sdpa", "packed"])
+def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree(temporal):
     unet = load_unet("tiny").eval()
+    if temporal == "packed":  # 128-token packs under a mask: temporal by the mask, as no spatial layer is masked
+        use_temporal_processor(unet, PackedAttnProcessor, "packed")
     frames = 4  # no spatial layer of the tiny U-Net at 256 sees 4 tokens: the shape rule is unambiguous
     gen = torch.Generator().manual_seed(0)
     inputs = (
