@@ -44,23 +44,18 @@ process beyond its first call.
 
 Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet` (the diffusers and torchao wheels)
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
-each also costs about 1.5 min of machine start; a compile that outlasts a call's share goes into the machine's
-cache folder in a call of its own, `--compile-only`, and is measured by the next call on the same warm machine):
-1. Which kernel runs the masked SDPA of packed attention (the pack lengths are measured: call 7), packed
-   attention by flex_attention (the mask computed in the kernel, not read), and fp8 per row again now that its
-   scale has a floor: `LEVERS_ROOFLINE=temporal-packed LEVERS_ARGS="--load-cache .gpucache" bash
-   bench/gpu_session.sh levers:512:compile,temporal-packed,temporal-packed-flex,fp8-row@480`.
-2. Flash and the efficient kernel under compile, now that a forced kernel is compiled rather than taken from the
-   cache, channels-last (the fused element-wise work, 23.5 ms of the compiled call: GroupNorm and SiLU around
-   the convolutions, the feed-forwards' GELU) and coordinate descent alone: `bash bench/gpu_session.sh
-   levers:512:compile,flash,efficient,channels-last,coord-descent@480`.
-3. Regional compile (each repeated block compiled on its own): how much shorter the cold compile is, and what
-   the lost fusion across block edges costs: `bash bench/gpu_session.sh levers:512:compile,regional@300`; if
-   short enough, the recipe and autotuning that way (`recipe-regional`, `autotune-regional`).
-   int8 dynamic, the inductor recipe and max-autotune whole: `LEVERS_ARGS="--compile-only --timeout 540" bash
-   bench/gpu_session.sh levers:512:int8dq@540`, then the same lever without `--compile-only`, and so on.
-4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
-   temporal_attention:packed,segments_per_call:2'.
+each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
+compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-10 measured
+packed-flex, regional compile, flash and the efficient kernel (README); still to measure:
+1. fp8 per row with its scale floor (call 8 gave it only 103 s) and channels-last under compile:
+   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,fp8-row,channels-last@480`.
+2. Autotuned matmuls, regionally (autotune-regional whole was still compiling at 451 s):
+   `LEVERS_ARGS="--compile-only --save-cache autotune-mm-regional --timeout 560" bash bench/gpu_session.sh
+   levers:512:autotune-mm-regional@560`, then with its file in .gpucache/: `LEVERS_ARGS="--load-cache .gpucache"
+   bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@300`. The same way: coord-descent, int8dq.
+3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+   temporal_attention:packed,...'.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
@@ -121,6 +116,18 @@ LEVERS: dict[str, dict[str, Any]] = {
     "recipe-regional": {"settings": {"compile": "default+recipe+regional"}, "tier": "float", "timeout": 540},
     "autotune-regional": {
         "settings": {"compile": "max-autotune-no-cudagraphs+regional"}, "tier": "float", "timeout": 570,
+    },
+    # autotuning cut to what fits a call (autotune-regional was still compiling at 451 s): the matmuls only (the
+    # convolutions keep cuDNN, at 68% of the peak) and each choice timed over 5 + 20 ms, not 25 + 100
+    "autotune-mm-regional": {
+        "settings": {"compile": "max-autotune-no-cudagraphs+regional"},
+        "inductor": {
+            "max_autotune_conv_backends": "ATEN",
+            "inductor_default_autotune_warmup": 5,
+            "inductor_default_autotune_rep": 20,
+        },
+        "tier": "float",
+        "timeout": 570,
     },
     # near-lossless: fewer bits
     "bf16": {"settings": {**COMPILED, "dtype": "bf16"}, "tier": "lossy"},
@@ -194,10 +201,16 @@ def find_lever(spec: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def inductor_settings(lever: dict[str, Any]) -> Iterator[None]:
+def inductor_settings(lever: dict[str, Any], row: dict[str, Any]) -> Iterator[None]:
+    """The lever's inductor options for the block; those this torch's inductor lacks (the GPU image's torch is
+    older than this machine's) are left out and listed in the row as `inductor_absent`."""
     import torch._inductor.config
 
-    with torch._inductor.config.patch(lever.get("inductor") or {}):
+    options = lever.get("inductor") or {}
+    known = torch._inductor.config.get_config_copy()
+    if absent := sorted(set(options) - set(known)):
+        row["inductor_absent"] = absent
+    with torch._inductor.config.patch({k: v for k, v in options.items() if k in known}):
         yield
 
 
@@ -371,7 +384,7 @@ def child_main(args: argparse.Namespace) -> None:
         if cache.is_file():
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
-    with inductor_settings(lever):
+    with inductor_settings(lever, row):
         measure_lever(lever, args, row, save)
     save()
 
@@ -511,6 +524,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in rows:
         settings = ", ".join(f"{k}: {v}" for k, v in {**r.get("settings", {}), **{
             f"inductor.{k}": v for k, v in r.get("inductor", {}).items()}}.items()) or "eager"
+        if r.get("inductor_absent"):
+            settings += f" (not in this torch, left out: {', '.join(r['inductor_absent'])})"
         if "ms_per_segment" not in r:
             why = r.get("error") or r.get("skipped") or "compiled only"
             first = f" (first call {r['first_call_s']:.0f} s)" if "first_call_s" in r else ""

@@ -36,3 +36,17 @@ def test_the_table_names_broken_rows_and_rows_that_measured_compiles_graph():
         "flash: its output is compile's bit for bit: it changed nothing in the compiled call here.",
         "cudnn: torch's own choice here.",
     ]
+
+
+def test_inductor_options_this_torch_lacks_are_left_out_and_named_in_the_row_and_table():
+    import torch._inductor.config as inductor
+
+    lever = {"name": "probe", "settings": {"compile": "default"},
+             "inductor": {"epilogue_fusion": not inductor.epilogue_fusion, "no_such_option": 1}}
+    before, row = inductor.epilogue_fusion, {"lever": "probe", "settings": lever["settings"], "tier": "float"}
+    with unet_levers.inductor_settings(lever, row):
+        assert inductor.epilogue_fusion is not before
+    assert inductor.epilogue_fusion is before
+    assert row["inductor_absent"] == ["no_such_option"]
+    row.update(inductor=lever["inductor"], error="stopped at its time limit")
+    assert "(not in this torch, left out: no_such_option)" in unet_levers.markdown([row], META)
