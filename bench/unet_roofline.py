@@ -603,8 +603,9 @@ def main() -> None:
     meta: dict[str, Any] = {}
     for name in args.configs.split(","):
         lever = unet_levers.find_lever(name)
+        entry: dict[str, Any] = {"name": name, "settings": lever["settings"]}
         began = time.perf_counter()
-        with unet_levers.inductor_settings(lever):
+        with unet_levers.inductor_settings(lever, entry):
             pipeline = unet_levers.load_lever(lever, args)
             cfg = pipeline.config
             inputs = unet_inputs(pipeline)
@@ -616,8 +617,8 @@ def main() -> None:
             profile = profile_call(pipeline.unet, inputs, cfg.segment_frames, args.calls, scopes=cfg.compile == "off")
         work = count_work(unet_levers.unet_config_name(cfg), cfg.resolution, cfg.segment_frames,
                           inputs[0].shape[0], pipeline.dtype)
-        profiled.append({"name": name, "settings": lever["settings"], "first_call_s": first_call_s,
-                         "call_ms": call_ms, "profile": profile, "work": work})
+        entry.update(first_call_s=first_call_s, call_ms=call_ms, profile=profile, work=work)
+        profiled.append(entry)
         meta = unet_levers.run_meta(cfg, pipeline.device, inputs[0].shape[0])
         print(json.dumps({"name": name, "call_ms": call_ms, "first_call_s": first_call_s,
                           "class_ms": profile["class_ms"]}), flush=True)
