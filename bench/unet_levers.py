@@ -32,11 +32,13 @@ into the rows; `--load-cache DIR` loads a lever's file before it compiles, so th
 (the row's fxgraph_cache then says hit; the cold compile time is the earlier call's row). Checked on the CPU only:
 the tiny U-Net's file is 4.5 MB raw, 0.2 MB packed; loaded into an empty cache folder it gave a graph-cache hit,
 but the C++ kernels were built again (first call 97 s against 132 s cold, 16 s with the whole cache folder).
-On a GPU the file also holds the compiled Triton kernels, so the gain should be larger (not measured yet; the
-file's size at 512: README). A device call returns at most 8 files of 16 MB (64 MB in all) and carries at
-most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So every lever is compiled
-and measured in one call, and only `compile`, the baseline every call repeats, is worth carrying to the next
-call, if its file is small.
+On the H200 the file also holds the compiled Triton kernels: `compile`'s (4 MB packed) makes its first call
+12-24 s against 96-123 s cold (calls 7-10). Regional compile's graphs travel the same way: the tiny U-Net's
+`--compile-only --save-cache regional` file (0.08 MB packed), loaded into an empty cache folder by another
+process, gave 18 graph-cache hits of 18 (CPU, 2026-12-03). A device call returns at most 8 files of 16 MB (64 MB
+in all) and carries at most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers and torchao only, is 10 MB). So
+a lever's file is worth carrying to a later call where its compile outlasts a call's share (or repeats in every
+call, as `compile`'s), if it is small.
 
 What each lever measured on the H200, its first call's time included, is in README ("Where the U-Net call's time
 goes"), from bench/results/h200_unet_levers_512_*; plan a call by those first calls plus about 35 s of each lever's
