@@ -188,3 +188,25 @@ def test_a_trial_process_loads_a_real_layout_vae_without_diffusers_unused_integr
     loaded = torch.load(tmp_path / "loaded.pt")
     for name, value in tiny_vae.state_dict().items():
         assert torch.equal(loaded[name], value), name
+
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
+def test_making_a_scheduler_after_loading_registers_no_pytree_node(scheduler):
+    """A compiled U-Net that walks pytrees (flex_attention's, temporal-attention=packed-flex) guards on the size of
+    pytree's registry, to which every diffusers output class adds itself as it is defined. A sampler first built
+    at the first denoise, after the bench's first compiled call, recompiled the U-Net (19 s on the H200). In a
+    fresh process, since this one may have built samplers already."""
+    script = f"""
+import torch.utils._pytree as pytree
+from harness.config import RunConfig
+from harness.pipeline.lipsync import LipsyncPipeline
+pipeline = LipsyncPipeline.load_models(RunConfig(weights="tiny", device="cpu", scheduler="{scheduler}"))
+before = len(pytree.SUPPORTED_NODES)
+print(type(pipeline.make_scheduler()).__name__, before, len(pytree.SUPPORTED_NODES))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, before, after = done.stdout.split()
+    assert name == {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}[scheduler]
+    assert int(before) > 0 and before == after

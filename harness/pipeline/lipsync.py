@@ -146,6 +146,12 @@ class LipsyncPipeline:
         detector_root = config.detector_root or weights.detector_root
         # a partial, not a closure: worker processes (detect_processes) receive it pickled
         make_detector = functools.partial(load_detector, config.detector, root=detector_root, device=str(device))
+        # One sampler built now, though each denoise makes its own: building the first imports diffusers' samplers
+        # (the chosen one and those it lists as compatible), and each of their output classes registers a pytree
+        # node as it is defined. A compiled U-Net whose graph walks pytrees (flex_attention's, under
+        # temporal-attention=packed-flex) guards on the registry's size: a sampler first built after a compiled
+        # call recompiled the U-Net (19 s on the H200, 2026-12-03).
+        load_scheduler(config.scheduler)
 
         return cls(
             config=config,
