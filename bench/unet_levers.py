@@ -387,6 +387,7 @@ def child_main(args: argparse.Namespace) -> None:
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
     with inductor_settings(lever, row):
+        save()  # a lever stopped before its first call ends still names the options this torch lacks
         measure_lever(lever, args, row, save)
     save()
 

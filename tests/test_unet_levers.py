@@ -3,7 +3,9 @@ are named under the table, and a note written into the JSON afterwards is shown 
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,3 +52,20 @@ def test_inductor_options_this_torch_lacks_are_left_out_and_named_in_the_row_and
     assert row["inductor_absent"] == ["no_such_option"]
     row.update(inductor=lever["inductor"], error="stopped at its time limit")
     assert "(not in this torch, left out: no_such_option)" in unet_levers.markdown([row], META)
+
+
+def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_left_out(tmp_path):
+    """The row is saved as soon as the options are set: autotune-mm-regional was stopped in its first call on the
+    H200 (2026-12-03), and its row could not say whether the GPU's torch had its timing options."""
+    bench = Path(unet_levers.__file__)
+    done = subprocess.run(
+        [sys.executable, str(bench), "--tiny", "--device", "cpu", "--levers", "",
+         "--lever", "probe=compile:no-such-mode,inductor.no_such_option:1", "--budget", "200",
+         "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "unet_levers_256.json").read_text())["rows"]
+    assert row["inductor_absent"] == ["no_such_option"]
+    assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
+    assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
