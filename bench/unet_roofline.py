@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import re
 import time
@@ -132,6 +133,29 @@ def flops_by_class(counts: dict[str, dict[Any, int]]) -> dict[str, float]:
     return dict(flops)
 
 
+class _Problems(TorchFunctionMode):
+    """The distinct matmul problems (M x K x N) of the linear layers and the distinct convolution shapes of a
+    call: max-autotune times its candidate kernels once per distinct problem, so its compile grows with these."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear: dict[tuple[int, ...], int] = defaultdict(int)
+        self.conv: dict[tuple[tuple[int, ...], ...], int] = defaultdict(int)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "linear":
+            rows, weight = args[0], args[1]
+            self.linear[(math.prod(rows.shape[:-1]), weight.shape[1], weight.shape[0])] += 1
+        elif name.startswith("conv"):
+            self.conv[(tuple(args[0].shape), tuple(args[1].shape))] += 1
+        return func(*args, **(kwargs or {}))
+
+    def summary(self) -> dict[str, int]:
+        return {"linear": len(self.linear), "linear_calls": sum(self.linear.values()),
+                "convolutions": len(self.conv), "convolution_calls": sum(self.conv.values())}
+
+
 class _ByteCounter(TorchFunctionMode):
     """Bytes each torch-level call reads and writes, by class (see the module docstring)."""
 
@@ -182,11 +206,14 @@ def count_work(unet_config: str, resolution: int, frames: int, batch: int, dtype
         unet(sample, timestep, audio)
     with torch.no_grad(), ModuleTracker() as tracker, _ByteCounter(tracker) as byte_counter:
         unet(sample, timestep, audio)
+    with torch.no_grad(), _Problems() as problems:
+        unet(sample, timestep, audio)
     flops = flops_by_class(flop_counter.get_flop_counts())
     return {
         "flops": {c: flops.get(c, 0.0) for c in CLASSES},
         "bytes": {c: byte_counter.bytes.get(c, 0.0) for c in CLASSES},
         "total_flops": float(flop_counter.get_total_flops()),
+        "problems": problems.summary(),
         "shape": {"batch": batch, "frames": frames, "latent": side, "dtype": str(dtype).removeprefix("torch.")},
     }
 
@@ -519,6 +546,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             row = by_name[n][cls]
             cells.append(f"{row['ms']:.1f} | {_rate(row)}")
         lines.append(f"| {cls} | {gflop} | {mb} | " + " | ".join(cells) + " |")
+    if problems := results[0]["work"].get("problems"):
+        lines.append(
+            f"\nDistinct problems (what max-autotune times one by one): {problems['linear']} linear (M x K x N) over "
+            f"{problems['linear_calls']} calls, {problems['convolutions']} convolution shapes over "
+            f"{problems['convolution_calls']} calls")
     for result in results:  # the attribution checked against the GPU's own timeline
         found = result["profile"]
         if "device_kernel_ms" in found:

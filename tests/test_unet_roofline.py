@@ -38,6 +38,8 @@ def test_flops_by_class_add_up_to_the_reference_count_at_512():
     assert all(work["flops"][c] > 0 for c in MATH_CLASSES)
     assert work["flops"][ELEMENTWISE] == work["flops"][COPIES] == 0
     assert all(work["bytes"][c] > 0 for c in (*MATH_CLASSES, ELEMENTWISE, COPIES))
+    # what max-autotune times one by one: 20 matmul problems over the 424 linear calls, 32 convolution shapes
+    assert work["problems"] == {"linear": 20, "linear_calls": 424, "convolutions": 32, "convolution_calls": 98}
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ def test_the_eager_scope_is_reported_where_it_disagrees_with_the_shape_rule():
 
 
 @pytest.mark.parametrize("temporal", ["sdpa", "packed"])
-def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree(temporal):
+def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree(temporal, tmp_path):
     unet = load_unet("tiny").eval()
     if temporal == "packed":  # 128-token packs under a mask: temporal by the mask, as no spatial layer is masked
         use_temporal_processor(unet, PackedAttnProcessor, "packed")
@@ -129,10 +131,16 @@ def test_a_profiled_tiny_call_fills_the_classes_and_the_scopes_agree(temporal):
     assert profile["scope_disagreement_ms"] == 0
     assert sum(profile["class_ms"].values()) == pytest.approx(profile["kernel_ms"])
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in unet.modules())  # scopes removed
-    rows = roofline.roofline_rows(profile, roofline.count_work("small", 256, frames, 2, torch.float32),
-                                  call_ms=1.2 * profile["kernel_ms"], peaks=roofline.PEAKS)
+    work = roofline.count_work("small", 256, frames, 2, torch.float32)
+    rows = roofline.roofline_rows(profile, work, call_ms=1.2 * profile["kernel_ms"], peaks=roofline.PEAKS)
     assert {r["class"] for r in rows} >= set(roofline.CLASSES)
     assert all("tflops" in r for r in rows if r["class"] in MATH_CLASSES)
+    meta = {"device": "cpu", "resolution": 256, "batch": 2, "frames": frames, "weights": "tiny", "dtype": "fp32"}
+    item = {"name": temporal, "profile": profile, "work": work, "call_ms": 1.2 * profile["kernel_ms"]}
+    table = roofline.write_outputs(tmp_path, 256, [item], meta)[1].read_text()
+    problems = work["problems"]
+    assert 0 < problems["linear"] < problems["linear_calls"] and 0 < problems["convolutions"]
+    assert f"{problems['linear']} linear (M x K x N) over {problems['linear_calls']} calls" in table
 
 
 def _event(
