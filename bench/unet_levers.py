@@ -48,16 +48,20 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-10 measured
-packed-flex, regional compile, flash and the efficient kernel (README); still to measure:
-1. fp8 per row with its scale floor (call 8 gave it only 103 s) and channels-last under compile:
-   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,fp8-row,channels-last@480`.
-2. Autotuned matmuls, regionally (autotune-regional whole was still compiling at 451 s):
-   `LEVERS_ARGS="--compile-only --save-cache autotune-mm-regional" bash bench/gpu_session.sh
-   levers:512:autotune-mm-regional@560` (the lever's own limit, 570 s, within the budget's), then with its file in .gpucache/: `LEVERS_ARGS="--load-cache .gpucache"
-   bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@300`. The same way: coord-descent, int8dq.
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-13 measured
+packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
+with its floor and channels-last (README); autotune-mm-regional was still compiling at 540 s in a call of its own.
+Still to measure:
+1. int8 dynamic quantization and coordinate descent, each compiled in a call of its own (neither has finished
+   within a call's share beside other levers):
+   `LEVERS_ARGS="--compile-only --save-cache int8dq --timeout 540" bash bench/gpu_session.sh levers:512:int8dq@560`,
+   its file copied into .gpucache/, then `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
+   levers:512:compile,int8dq@300`. The same for coord-descent.
+2. Autotuning needs more than a call: on a machine without the call limit, `--levers compile,autotune-mm-regional
+   --timeout 3600 --budget 4000`. (Untested: two calls chained onto one warm machine might resume it from
+   inductor's cache folder, which stays on the machine between calls; the machine is fresh half of the time.)
 3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
-   temporal_attention:packed,...'.
+   temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
     python bench/unet_levers.py --levers eager,compile,fuse-qkv --roofline eager,compile    # on the GPU
@@ -85,7 +89,7 @@ from call_timing import REPEATS
 
 COMPILED = {"compile": "default"}
 # name -> settings (harness settings), tier (the fidelity tier the lever would have as a variant), optional
-# inductor (bench-only inductor options) and timeout (seconds; --timeout otherwise)
+# inductor (bench-only inductor options) and timeout (seconds, unless --timeout is given)
 LEVERS: dict[str, dict[str, Any]] = {
     "eager": {"settings": {}, "tier": "reference"},
     "compile": {"settings": COMPILED, "tier": "reference"},
@@ -147,6 +151,7 @@ REFERENCES = ("compile", "eager")  # fidelity is measured against these, when th
 DEPTHS = ("call_snr_db", "latent_snr_db", "face_psnr_db")
 CACHE_SUFFIX = ".megacache.xz"
 RESERVE_S = 20  # kept back from the budget for decoding, the table and the roofline files
+DEFAULT_TIMEOUT_S = 330.0
 
 
 # -- shared with bench/unet_roofline.py: the model a lever runs
@@ -180,6 +185,12 @@ def prepare_process(args: argparse.Namespace) -> None:
 
         torch._inductor.config.cpp.enable_kernel_profile = True
     args.resolution = args.resolution or (256 if args.tiny else 512)
+
+
+def lever_timeout(lever: dict[str, Any], timeout: float | None) -> float:
+    """A lever's time limit: --timeout where given (a machine without a call limit can let autotuning finish),
+    else the lever's own, else the default."""
+    return timeout if timeout is not None else lever.get("timeout", DEFAULT_TIMEOUT_S)
 
 
 def find_lever(spec: str) -> dict[str, Any]:
@@ -584,7 +595,8 @@ def main() -> None:
                         "best=compile:default+recipe,fuse_qkv:on")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the latent-depth denoise")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed calls per lever (median)")
-    parser.add_argument("--timeout", type=float, default=330, help="seconds per lever unless the lever sets its own")
+    parser.add_argument("--timeout", type=float, help=f"seconds per lever (default: the lever's own limit, else "
+                        f"{DEFAULT_TIMEOUT_S:.0f}); --budget caps it")
     parser.add_argument("--budget", type=float, default=480, help="seconds for all levers: a lever that cannot "
                         "get 60 s is skipped, and none gets more than what is left")
     parser.add_argument("--roofline", default="", help="levers to profile by op class as well (e.g. eager,compile)")
@@ -619,7 +631,7 @@ def main() -> None:
     meta = {"resolution": args.resolution, "frames": args.frames, "weights": "tiny" if args.tiny else "synthetic",
             "steps": args.steps, "repeats": args.repeats, "compile_only": args.compile_only}
     for lever in levers:
-        limit = min(lever.get("timeout", args.timeout), deadline - time.monotonic() - RESERVE_S)
+        limit = min(lever_timeout(lever, args.timeout), deadline - time.monotonic() - RESERVE_S)
         if limit < 60:
             row = {"lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier"),
                    "skipped": f"the call's budget ({args.budget:.0f} s) was spent"}

@@ -69,3 +69,11 @@ def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_l
     assert row["inductor_absent"] == ["no_such_option"]
     assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
     assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
+
+
+def test_an_explicit_timeout_outranks_a_levers_own_limit():
+    """README's command for a machine without a call limit (autotuning for an hour) must get its hour."""
+    autotune = unet_levers.find_lever("autotune-mm-regional")
+    assert unet_levers.lever_timeout(autotune, None) == autotune["timeout"] == 570
+    assert unet_levers.lever_timeout(autotune, 3600.0) == 3600.0
+    assert unet_levers.lever_timeout(unet_levers.find_lever("fuse-qkv"), None) == unet_levers.DEFAULT_TIMEOUT_S
