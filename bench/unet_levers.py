@@ -52,15 +52,17 @@ file copied into .gpucache/ and measured by the next call with `--load-cache .gp
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor and channels-last (README); autotune-mm-regional was still compiling at 540 s in a call of its own.
 Still to measure:
-1. int8 dynamic quantization and coordinate descent, each compiled in a call of its own (neither has finished
-   within a call's share beside other levers):
+1. The recipe's one cheap part not yet alone, epilogue fusion off, and bf16 (each a plain compile, about 100 s):
+   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,no-epilogue,bf16@480`.
+2. int8 dynamic quantization and coordinate descent, each compiled in a call of its own (int8 has not finished
+   compiling in four tries of up to 196 s, nor the recipe, coordinate descent with two other options, in 374 s):
    `LEVERS_ARGS="--compile-only --save-cache int8dq --timeout 540" bash bench/gpu_session.sh levers:512:int8dq@560`,
    its file copied into .gpucache/, then `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
    levers:512:compile,int8dq@300`. The same for coord-descent.
-2. Autotuning needs more than a call: on a machine without the call limit, `--levers compile,autotune-mm-regional
+3. Autotuning needs more than a call: on a machine without the call limit, `--levers compile,autotune-mm-regional
    --timeout 3600 --budget 4000`. (Untested: two calls chained onto one warm machine might resume it from
    inductor's cache folder, which stays on the machine between calls; the machine is fresh half of the time.)
-3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
