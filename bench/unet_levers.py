@@ -216,17 +216,15 @@ def find_lever(spec: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def inductor_settings(lever: dict[str, Any], row: dict[str, Any]) -> Iterator[None]:
-    """The lever's inductor options for the block; those this torch's inductor lacks (the GPU image's torch is
-    older than this machine's) are left out and listed in the row as `inductor_absent`."""
+def inductor_settings(lever: dict[str, Any]) -> Iterator[list[str]]:
+    """The lever's inductor options for the block; yields those this torch's inductor lacks (the GPU image's torch
+    is older than this machine's), which are left out."""
     import torch._inductor.config
 
     options = lever.get("inductor") or {}
     known = torch._inductor.config.get_config_copy()
-    if absent := sorted(set(options) - set(known)):
-        row["inductor_absent"] = absent
     with torch._inductor.config.patch({k: v for k, v in options.items() if k in known}):
-        yield
+        yield sorted(set(options) - set(known))
 
 
 def lever_config(lever: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -399,7 +397,9 @@ def child_main(args: argparse.Namespace) -> None:
         if cache.is_file():
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
-    with inductor_settings(lever, row):
+    with inductor_settings(lever) as absent:
+        if absent:
+            row["inductor_absent"] = absent
         save()  # a lever stopped before its first call ends still names the options this torch lacks
         measure_lever(lever, args, row, save)
     save()

@@ -637,7 +637,9 @@ def main() -> None:
         lever = unet_levers.find_lever(name)
         entry: dict[str, Any] = {"name": name, "settings": lever["settings"]}
         began = time.perf_counter()
-        with unet_levers.inductor_settings(lever, entry):
+        with unet_levers.inductor_settings(lever) as absent:
+            if absent:
+                entry["inductor_absent"] = absent
             pipeline = unet_levers.load_lever(lever, args)
             cfg = pipeline.config
             inputs = unet_inputs(pipeline)

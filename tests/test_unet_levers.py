@@ -45,12 +45,13 @@ def test_inductor_options_this_torch_lacks_are_left_out_and_named_in_the_row_and
 
     lever = {"name": "probe", "settings": {"compile": "default"},
              "inductor": {"epilogue_fusion": not inductor.epilogue_fusion, "no_such_option": 1}}
-    before, row = inductor.epilogue_fusion, {"lever": "probe", "settings": lever["settings"], "tier": "float"}
-    with unet_levers.inductor_settings(lever, row):
+    before = inductor.epilogue_fusion
+    with unet_levers.inductor_settings(lever) as absent:
         assert inductor.epilogue_fusion is not before
     assert inductor.epilogue_fusion is before
-    assert row["inductor_absent"] == ["no_such_option"]
-    row.update(inductor=lever["inductor"], error="stopped at its time limit")
+    assert absent == ["no_such_option"]
+    row = {"lever": "probe", "settings": lever["settings"], "tier": "float", "inductor": lever["inductor"],
+           "inductor_absent": absent, "error": "stopped at its time limit"}
     assert "(not in this torch, left out: no_such_option)" in unet_levers.markdown([row], META)
 
 
