@@ -52,8 +52,9 @@ file copied into .gpucache/ and measured by the next call with `--load-cache .gp
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor and channels-last (README); autotune-mm-regional was still compiling at 540 s in a call of its own.
 Still to measure:
-1. The recipe's one cheap part not yet alone, epilogue fusion off, and bf16 (each a plain compile, about 100 s):
-   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,no-epilogue,bf16@480`.
+1. The recipe's one cheap part not yet alone, epilogue fusion off; inductor's freezing; bf16 (each a plain
+   compile, about 100 s): `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
+   levers:512:compile,no-epilogue,freezing,bf16@500`.
 2. int8 dynamic quantization and coordinate descent, each compiled in a call of its own (int8 has not finished
    compiling in four tries of up to 196 s, nor the recipe, coordinate descent with two other options, in 374 s):
    `LEVERS_ARGS="--compile-only --save-cache int8dq --timeout 540" bash bench/gpu_session.sh levers:512:int8dq@560`,
@@ -112,6 +113,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "recipe": {"settings": {"compile": "default+recipe"}, "tier": "float", "timeout": 540},
     "conv1x1-mm": {"settings": COMPILED, "inductor": {"conv_1x1_as_mm": True}, "tier": "float"},
     "no-epilogue": {"settings": COMPILED, "inductor": {"epilogue_fusion": False}, "tier": "float"},
+    # the weights folded into the graph as constants (inference only): inductor may then lay them out for its
+    # kernels once, at compile time, instead of on every call
+    "freezing": {"settings": COMPILED, "inductor": {"freezing": True}, "tier": "float"},
     "coord-descent": {
         "settings": COMPILED,
         "inductor": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True},
