@@ -11,8 +11,10 @@ run of the sweep) the ratio is that of the two medians, both sets of repeats res
 Verdicts: `faster` / `slower` when the 95% interval lies above / below 1, `not distinguishable` when it holds
 1.0, **`too few repeats`** when either side (or the pairs) has fewer than MIN_REPEATS (5) timed repeats: with
 fewer, the bootstrap interval of a median is too narrow and a difference is not a result
-(`bench/noise_simulation.py` measures how often each rule is wrong), and `no baseline` when the input's
-baseline did not finish. Neither of the last two ever reads as a comparison.
+(`bench/noise_simulation.py` measures how often each rule is wrong), `no baseline` when the input's
+baseline did not finish, and **`compiled while timed`** when torch.compile built a graph during a timed repeat of
+the trial or of its baseline (harness.trackers.compiles: that repeat's time includes compiling). None of the last
+three ever reads as a comparison.
 
 The sweep writes `<sweep>/speed_ratios.json` (per trial: the ratio, its interval, the verdict and why, whether it
 was paired, and whether the machine was busy while it was timed); the results table, MLflow and the reports
@@ -52,8 +54,8 @@ MIN_REPEATS = 5
 CONFIDENCE = 0.95
 RESAMPLES = 4000
 FASTER, SLOWER, NOT_DISTINGUISHABLE, BASELINE = "faster", "slower", "not distinguishable", "baseline"
-TOO_FEW, NO_BASELINE = "too few repeats", "no baseline"
-UNDECIDED = (NOT_DISTINGUISHABLE, TOO_FEW, NO_BASELINE)  # verdicts that claim no difference
+TOO_FEW, NO_BASELINE, COMPILED_WHILE_TIMED = "too few repeats", "no baseline", "compiled while timed"
+UNDECIDED = (NOT_DISTINGUISHABLE, TOO_FEW, NO_BASELINE, COMPILED_WHILE_TIMED)  # verdicts that claim no difference
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,13 @@ def compare_speed(reference: TrialRecord, candidate: TrialRecord) -> Ratio:
     return ratio
 
 
+def compiling_repeats(record: TrialRecord) -> int:
+    """How many of a finished trial's timed repeats built a torch.compile graph (0 when none was recorded)."""
+    path = record.folder / TIMED_RUNS_FILE
+    runs = read_json(path)["runs"] if path.exists() else []
+    return sum(1 for run in runs if run.get("graphs_compiled", 0) > 0)
+
+
 def machine_load(record: TrialRecord) -> dict[str, Any]:
     """The busiest reading of each kind over this trial's timed repeats ({} when none was recorded)."""
     path = record.folder / TIMED_RUNS_FILE
@@ -204,6 +213,16 @@ def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]
         }
     if reference is record:
         return {**entry, "speedup_x": 1.0, "speed_verdict": BASELINE, "speed_verdict_reason": ""}
+    compiling = {r.result.trial: n for r in (record, reference) if (n := compiling_repeats(r))}
+    if compiling:
+        return {
+            **entry,
+            "speed_baseline": reference.result.trial,
+            "speed_verdict": COMPILED_WHILE_TIMED,
+            "speed_verdict_reason": "; ".join(
+                f"{n} timed repeat(s) of {name} built torch.compile graphs (a recompile after the warm-ups), so "
+                "their times include compiling" for name, n in compiling.items()),
+        }
     ratio = compare_speed(reference, record)
     return {
         **entry,

@@ -133,6 +133,7 @@ def _measure(
     Returns (metrics, artifacts, weight source kind, transforms applied)."""
     from harness.partial_repeats import PARTIAL_FILE, earlier_repeats, save_partial
     from harness.results import TIMED_RUNS_FILE, summarise_repeats, write_json_atomic, write_npy_atomic
+    from harness.trackers.compiles import CompileCounter
     from harness.trackers.machine_load import MachineLoad
     from harness.trackers.memory import MemoryTracker, process_footprint
     from harness.trackers.profile import CProfileTracker
@@ -149,13 +150,15 @@ def _measure(
         memory = MemoryTracker(pipeline.device)
         timer = StageTimer(pipeline.device, memory=memory)
         began = time.perf_counter()
-        with memory, MachineLoad(pipeline.device) as load:
+        with memory, MachineLoad(pipeline.device) as load, CompileCounter() as compiles:
             run = pipeline.run(config.video, config.audio, output, timer=timer, observe=observe)
         stages = timer.totals()
         stages["total_s"] = time.perf_counter() - began
         stages["gpu_busy_pct"] = gpu_busy_pct(stages)
         stages.update(memory.summary())
         stages.update(load.summary())
+        if compiled or compiles.graphs:
+            stages.update(compiles.summary())
         return stages, run
 
     compiled = config.compile != "off"
@@ -183,8 +186,7 @@ def _measure(
     (folder / PARTIAL_FILE).unlink(missing_ok=True)
     metrics.update(summarise_repeats(runs or [cold], cold=cold))
     total = metrics["total_s"]
-    if compiled:
-        metrics["compile_s"] = compile_seconds(metrics)
+    metrics.update(_compile_metrics(trial.name, metrics, runs, compiled))
     metrics.update(
         frames=run.num_frames,
         output_s=run.duration_s,
@@ -206,6 +208,20 @@ def _measure(
             pipeline.run(config.video, config.audio, output)
         artifacts += [trace.trace_path.name, trace.table_path.name]
     return metrics, artifacts, pipeline.weights.kind, list(pipeline.applied)
+
+
+def _compile_metrics(
+    name: str, metrics: dict[str, float], runs: list[dict[str, float]], compiled: bool
+) -> dict[str, float]:
+    """`compile_s` of a compiled trial, and `timed_graphs_compiled`: graphs torch.compile built during the timed
+    repeats (a recompile after the warm-ups, which harness.noise gives no speed verdict)."""
+    out = {"compile_s": compile_seconds(metrics)} if compiled else {}
+    if any("graphs_compiled" in run for run in runs):
+        out["timed_graphs_compiled"] = sum(run.get("graphs_compiled", 0.0) for run in runs)
+        if out["timed_graphs_compiled"]:
+            log.warning("%s: torch.compile built %d graph(s) during the timed repeats; their times include "
+                        "compiling", name, out["timed_graphs_compiled"])
+    return out
 
 
 def gpu_busy_pct(stages: dict[str, float]) -> float:

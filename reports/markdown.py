@@ -170,7 +170,8 @@ def render(data: SweepData, parts: ReportParts) -> str:
         "baseline timed in rounds, `speed_paired`), else the ratio of the two medians, with the 95% bootstrap "
         "interval. **not distinguishable**: the interval holds 1.0; **too few repeats**: fewer than "
         f"{MIN_REPEATS} timed repeats (or paired rounds) on a side; **no baseline**: its baseline did not "
-        "finish. None of these is a result"
+        "finish; **compiled while timed**: torch.compile built a graph during a timed repeat of the trial or its "
+        "baseline (a recompile), so that time includes compiling. None of these is a result"
         + (f" ({', '.join(f'`{t}`' for t in undecided['trial'])})." if not undecided.empty else ".")
         + " Stage times are medians over the timed repeats."
     )

@@ -22,6 +22,7 @@ import pytest
 
 from harness.interleave import Job, run_interleaved
 from harness.noise import (
+    COMPILED_WHILE_TIMED,
     NOT_DISTINGUISHABLE,
     TOO_FEW,
     paired_ratio,
@@ -257,3 +258,37 @@ def test_the_report_marks_the_noisy_trial_and_draws_real_images(noisy_sweep) -> 
         image = cv2.imread(str(png))
         assert image is not None and image.shape[0] > 100 and image.std() > 0  # a real, non-blank image
         assert f"({png.name})" in text  # and the report shows it
+
+
+def test_a_trial_that_compiled_while_timed_gets_no_speed_verdict(tmp_path: Path) -> None:
+    """A repeat whose run built a torch.compile graph timed compiling too: no ratio, whichever side it was on."""
+    from harness.results import TIMED_RUNS_FILE, TrialResult, write_json_atomic
+    from reports.build import write_report
+
+    def run(fps: float, graphs: float = 0.0) -> dict:
+        return {"total_s": 10.0 / fps, "graphs_compiled": graphs}
+
+    repeats = {
+        "baseline": [run(5.0)] * 5,
+        "packed-flex": [run(8.0, graphs=1.0)] + [run(8.0)] * 4,  # its first repeat recompiled
+        "packed": [run(8.0)] * 5,
+    }
+    for name, runs in repeats.items():
+        folder = tmp_path / "trials" / f"{name}-0000"
+        write_json_atomic(folder / TIMED_RUNS_FILE, {"cold": runs[0], "runs": runs})
+        TrialResult(trial=name, status="ok", metrics={"frames": 10.0, "fps": 8.0}).write(folder)
+        (folder / "config.json").write_text(json.dumps({"device": "cuda"}))
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "recompile", "baseline": "baseline"}))
+    ratios = json.loads(write_speed_ratios(tmp_path, "baseline").read_text())
+    assert ratios["packed"]["speed_verdict"] == "faster"
+    flex = ratios["packed-flex"]
+    assert flex["speed_verdict"] == COMPILED_WHILE_TIMED and "speedup_x" not in flex
+    assert flex["speed_verdict_reason"].startswith("1 timed repeat(s) of packed-flex built torch.compile graphs")
+    row = next(line for line in write_report(tmp_path).read_text().splitlines() if line.startswith("| packed-flex |"))
+    assert COMPILED_WHILE_TIMED in row
+    # the baseline's recompile spoils every comparison with it
+    timed = tmp_path / "trials" / "baseline-0000" / TIMED_RUNS_FILE
+    write_json_atomic(timed, {"cold": run(5.0), "runs": [run(5.0, graphs=2.0)] * 5})
+    ratios = json.loads(write_speed_ratios(tmp_path, "baseline").read_text())
+    assert ratios["packed"]["speed_verdict"] == COMPILED_WHILE_TIMED
+    assert "5 timed repeat(s) of baseline" in ratios["packed"]["speed_verdict_reason"]

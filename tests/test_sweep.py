@@ -215,3 +215,43 @@ def test_baseline_video_outlives_the_comparisons_and_an_unchecked_gate_says_so(t
     assert table.loc["batch2", "fidelity_gate"] == "not checked" and pd.isna(
         table.loc["batch2", "fidelity_gate_failed"]
     )
+
+
+def test_graphs_compiled_during_timed_repeats_are_recorded_and_warned_of(tmp_path, monkeypatch, caplog):
+    """Each timed run counts the graphs torch.compile built in it (harness.trackers.compiles); here a stand-in
+    count that grows by one in every run, as a model recompiling on each call would: every repeat records it,
+    the trial sums it and the log says its times include compiling (harness.noise then gives no verdict)."""
+    import json
+    import logging
+    from itertools import count
+
+    from scipy.io import wavfile
+
+    from harness.pipeline.demo_clip import demo_audio, demo_frames
+    from harness.pipeline.media import VideoWriter
+    from harness.sweep import run_sweep
+    from harness.trackers import compiles
+
+    with VideoWriter(tmp_path / "face.mp4") as writer:
+        for frame in demo_frames(12):
+            writer.write(frame)
+    wavfile.write(tmp_path / "a.wav", 16000, demo_audio(0.48))
+    sweep = load_sweep(_write(tmp_path, """
+        name: t
+        base: {weights: tiny, steps: 1, device: cpu}
+        inputs: [{name: face, video: face.mp4, audio: a.wav}]
+        score: false
+        profile: false
+        repeats: 2
+        warmup: 0
+        """))
+    built = count()
+    monkeypatch.setattr(compiles, "graphs_built", lambda: next(built))
+    with caplog.at_level(logging.WARNING, logger="harness.runner"):
+        (result,) = run_sweep(sweep, tmp_path / "out", inline=True, log_mlflow=False)
+    assert result.status == "ok", result.error
+    assert result.metrics["timed_graphs_compiled"] == 2.0
+    (folder,) = (tmp_path / "out" / "trials").glob("*baseline-*")
+    timed = json.loads((folder / "timed_runs.json").read_text())
+    assert [run["graphs_compiled"] for run in [timed["cold"], *timed["runs"]]] == [1.0, 1.0, 1.0]
+    assert "built 2 graph(s) during the timed repeats" in caplog.text

@@ -272,3 +272,32 @@ def test_a_gpu_is_slowed_only_below_its_maximum_clock_for_power_or_heat(monkeypa
     assert gpu_reasons(hot) == [
         "GPU clocks slowed in 100% of samples (SM down to 1600 of 1980 MHz: power cap, thermal (software))"
     ]
+
+
+def test_the_compile_counter_sees_a_recompile_that_a_new_pytree_node_forces():
+    """The H200's packed-flex case in small: flex_attention's graph guards on the size of pytree's registry, so
+    registering a node after the first call (as a diffusers output class does when it is first defined) makes
+    dynamo build the graph again; the counter sees it, and a repeat with nothing new builds nothing."""
+    import torch.utils._pytree as pytree
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from harness.trackers.compiles import CompileCounter
+
+    attend = torch.compile(lambda x: flex_attention(x, x, x, score_mod=lambda s, b, h, q, k: s), backend="eager")
+    x = torch.randn(1, 1, 16, 8)
+    counts = []
+    try:
+        for register in (False, False, True):
+            if register:
+                pytree.register_pytree_node(_NewNode, lambda node: ([], None), lambda children, context: _NewNode())
+            with CompileCounter() as compiles:
+                attend(x)
+            counts.append(compiles.summary()["graphs_compiled"])
+    finally:  # the registry is the process's: leave it as the next test expects
+        if _NewNode in pytree.SUPPORTED_NODES:
+            pytree._deregister_pytree_node(_NewNode)
+    assert counts == [1.0, 0.0, 1.0]
+
+
+class _NewNode:
+    pass
