@@ -14,6 +14,9 @@ into the next lever. For each lever:
 - `call_ms` (CUDA events, median of --repeats after 3 warm-ups) and `ms_per_segment` (segments_per_call 2 puts
   two 16-frame segments in one call); `call_peak_mb`: GPU memory above the weights during the timed calls;
   `first_call_peak_mb`: the same during the first call (compiling and autotuning included);
+  `timed_graphs_compiled` and `denoise_graphs_compiled`: graphs torch.compile built during the warm-up and timed
+  calls and during the denoise, all after the first call: a recompile, named under the table (packed-flex's
+  denoise, 21 s against 2 s, was one);
 - fidelity against `compile` (the levers' baseline) and `eager`, on the same seeded inputs: `call_snr_db_vs_X`
   (one call's output), `latent_snr_db_vs_X` (the latents after a whole DDIM denoise of one segment: --steps
   steps, guidance 1.5, the mouth mask in the latent channel and one noise frame repeated, as a run does), and
@@ -316,6 +319,7 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
     from realtime import unet_call_ms, unet_inputs
 
     from harness.pipeline.denoise import SegmentLatents, denoise
+    from harness.trackers.compiles import CompileCounter
 
     began = time.perf_counter()
     pipeline = load_lever(lever, args)
@@ -345,17 +349,20 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
         return
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row["call_ms"] = unet_call_ms(pipeline, repeats=args.repeats, inputs=inputs)
+    with CompileCounter() as compiles:
+        row["call_ms"] = unet_call_ms(pipeline, repeats=args.repeats, inputs=inputs)
+    row["timed_graphs_compiled"] = compiles.graphs
     row["ms_per_segment"] = row["call_ms"] / segments
     if cuda:
         row.update(call_peak_mb=(torch.cuda.max_memory_allocated() - weights) / 2**20, weights_mb=weights / 2**20)
     save()
     batch = SegmentLatents.stack([segment_latents(pipeline, seed=1 + i) for i in range(segments)])
     began = time.perf_counter()
-    with torch.no_grad():  # as a run: with grad on, dynamo would compile the U-Net again, for training
+    with torch.no_grad(), CompileCounter() as compiles:  # no grad, as a run: else dynamo compiles for training
         latents = denoise(pipeline.unet, pipeline.make_scheduler(), batch, steps=cfg.steps, guidance=cfg.guidance)
         synchronize(device)
     row["denoise_s"] = time.perf_counter() - began
+    row["denoise_graphs_compiled"] = compiles.graphs
     torch.save({"call": output, "latents": latents[:1].float().cpu()}, Path(args.work) / f"{lever['name']}.pt")
     save()
     if lever["name"] in args.roofline.split(","):
@@ -572,6 +579,11 @@ def _suspect(row: dict[str, Any]) -> str | None:
         return "BROKEN: NaN in its output"
     if row["lever"] not in REFERENCES and depths[0] == math.inf:
         return "its output is compile's bit for bit: it changed nothing in the compiled call here"
+    recompiled = {what: n for what, key in (("timed calls", "timed_graphs_compiled"),
+                                            ("denoise", "denoise_graphs_compiled")) if (n := row.get(key))}
+    if recompiled:
+        return "recompiled: " + ", ".join(f"its {what} built {n} graph(s)" for what, n in recompiled.items()) + (
+            " after the first call, so those times include compiling")
     return None
 
 
