@@ -43,6 +43,14 @@ in all) and carries at most 64 MB in, .whl/ 48 MB of it (.whl_unet/, diffusers a
 a lever's file is worth carrying to a later call where its compile outlasts a call's share (or repeats in every
 call, as `compile`'s), if it is small.
 
+Autotuning that outlasts a call. A megacache is written only after a first call ends, but inductor writes
+max-autotune's timings (every choice of every matmul problem, `cache/` in the cache folder) and the Triton configs
+it chose (`*.best_config`) as it goes. After every lever the parent packs them into $OUT/autotune_timings.tar.xz,
+and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that finds a problem's timings there
+benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder). So a
+`--compile-only` autotune stopped at a call's limit goes on in the next call, on whichever machine, from where it
+was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache.
+
 What each lever measured on the H200, its first call's time included, is in README ("Where the U-Net call's time
 goes"), from bench/results/h200_unet_levers_512_*; plan a call by those first calls plus about 35 s of each lever's
 process beyond its first call.
@@ -63,9 +71,12 @@ Still to measure:
    `LEVERS_ARGS="--compile-only --save-cache int8dq --timeout 540" bash bench/gpu_session.sh levers:512:int8dq@560`,
    its file copied into .gpucache/, then `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
    levers:512:compile,int8dq@300`. The same for coord-descent.
-3. Autotuning needs more than a call: on a machine without the call limit, `--levers compile,autotune-mm-regional
-   --timeout 3600 --budget 4000`. (Untested: two calls chained onto one warm machine might resume it from
-   inductor's cache folder, which stays on the machine between calls; the machine is fresh half of the time.)
+3. Autotuning needs more than a call (call 11 stopped at 540 s). Call after call, each returning
+   autotune_timings.tar.xz, copied into .gpucache/ before the next:
+   `LEVERS_ARGS="--load-cache .gpucache --compile-only --save-cache autotune-mm-regional" bash bench/gpu_session.sh
+   levers:512:autotune-mm-regional@560`, until the lever's first call ends (its megacache comes back); then
+   `levers:512:compile,autotune-mm-regional@300` with `--load-cache .gpucache`. On a machine without the call
+   limit, one process: `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
 4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
@@ -86,6 +97,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +171,7 @@ LEVERS: dict[str, dict[str, Any]] = {
 REFERENCES = ("compile", "eager")  # fidelity is measured against these, when the call ran them
 DEPTHS = ("call_snr_db", "latent_snr_db", "face_psnr_db")
 CACHE_SUFFIX = ".megacache.xz"
+AUTOTUNE_FILE = "autotune_timings.tar.xz"
 RESERVE_S = 20  # kept back from the budget for decoding, the table and the roofline files
 DEFAULT_TIMEOUT_S = 330.0
 
@@ -372,6 +385,35 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
         row["roofline_shape"] = {"unet": unet_config_name(cfg), "batch": inputs[0].shape[0], "dtype": cfg.dtype}
         row["meta"] = run_meta(cfg, device, inputs[0].shape[0])
         save()
+
+
+def save_autotune_timings(cache_dir: Path, out: Path) -> int:
+    """Pack inductor's autotuning results so far into out/AUTOTUNE_FILE; returns how many files (0: none yet, no
+    file). They are max-autotune's timing of every choice of every problem (`cache/`, one JSON per device and
+    torch) and the Triton config chosen for each kernel (`*.best_config`): a few small files, each written as soon
+    as its problem is timed, so a lever stopped in its first call leaves them. A later process that finds them
+    in its cache folder (load_autotune_timings) skips the benchmarking of those problems."""
+    files = sorted(f for f in (*cache_dir.glob("cache/*"), *cache_dir.rglob("*.best_config")) if f.is_file())
+    if not files:
+        return 0
+    tmp = out / f"{AUTOTUNE_FILE}.tmp"
+    with tarfile.open(tmp, "w:xz") as tar:
+        for path in files:
+            tar.add(path, arcname=str(path.relative_to(cache_dir)))
+    tmp.replace(out / AUTOTUNE_FILE)
+    return len(files)
+
+
+def load_autotune_timings(source: Path, cache_dir: Path) -> int:
+    """Unpack source/AUTOTUNE_FILE (an earlier call's, --load-cache) into this call's cache folder, keeping any
+    file the folder already has (a warm machine's own, as new as the carried one or newer); returns how many."""
+    path = source / AUTOTUNE_FILE
+    if not path.is_file():
+        return 0
+    with tarfile.open(path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and not (cache_dir / m.name).exists()]
+        tar.extractall(cache_dir, members=members, filter="data")
+    return len(members)
 
 
 def save_megacache(folder: Path, name: str) -> dict[str, Any]:
@@ -634,6 +676,8 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
+    from variants.compile import compile_cache_folder
+
     levers = [find_lever(n) for n in filter(None, args.levers.split(","))] + [find_lever(s) for s in args.lever]
     # the references first (eager, then compile): every later lever is compared with them as it finishes
     levers = [lv for ref in REFERENCES[::-1] for lv in levers if lv["name"] == ref] + [
@@ -648,6 +692,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     meta = {"resolution": args.resolution, "frames": args.frames, "weights": "tiny" if args.tiny else "synthetic",
             "steps": args.steps, "repeats": args.repeats, "compile_only": args.compile_only}
+    inductor_folder = compile_cache_folder(args.cache_dir)  # None: torch's own temporary folder, not carried
+    if args.load_cache and inductor_folder:
+        meta["autotune_files_loaded"] = load_autotune_timings(Path(args.load_cache), inductor_folder)
     for lever in levers:
         limit = min(lever_timeout(lever, args.timeout), deadline - time.monotonic() - RESERVE_S)
         if limit < 60:
@@ -660,6 +707,8 @@ def main() -> None:
         for earlier in rows:  # a reference that ran later gives the earlier rows their figures too
             fidelity.add(earlier)
         meta.update(levers_meta(args))
+        if inductor_folder:
+            meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out)
         write_json(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
         print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
     table = markdown(rows, meta)

@@ -58,21 +58,39 @@ def test_inductor_options_this_torch_lacks_are_left_out_and_named_in_the_row_and
     assert "(not in this torch, left out: no_such_option)" in unet_levers.markdown([row], META)
 
 
-def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_left_out(tmp_path):
-    """The row is saved as soon as the options are set: autotune-mm-regional was stopped in its first call on the
-    H200 (2026-12-03), and its row could not say whether the GPU's torch had its timing options."""
-    bench = Path(unet_levers.__file__)
+def _run_failing_lever(out: Path, cache: Path, *extra: str) -> dict:
+    """The bench with one lever that fails at loading (an unknown compile mode): its JSON."""
     done = subprocess.run(
-        [sys.executable, str(bench), "--tiny", "--device", "cpu", "--levers", "",
+        [sys.executable, str(Path(unet_levers.__file__)), "--tiny", "--device", "cpu", "--levers", "",
          "--lever", "probe=compile:no-such-mode,inductor.no_such_option:1", "--budget", "200",
-         "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")],
+         "--work", str(out / "work"), "--out", str(out), "--cache-dir", str(cache), *extra],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    (row,) = json.loads((tmp_path / "unet_levers_256.json").read_text())["rows"]
+    return json.loads((out / "unet_levers_256.json").read_text())
+
+
+def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_left_out(tmp_path):
+    """The row is saved as soon as the options are set: autotune-mm-regional was stopped in its first call on the
+    H200 (2026-12-03), and its row could not say whether the GPU's torch had its timing options."""
+    (row,) = _run_failing_lever(tmp_path, tmp_path / "cache")["rows"]
     assert row["inductor_absent"] == ["no_such_option"]
     assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
     assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
+
+
+def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loads_them(tmp_path):
+    """Whatever stopped the lever, the parent packs the timings its cache folder holds into the call's output,
+    and a later call's --load-cache puts them into its own, empty cache folder."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    timings = {"cache/0a1b": '{"system": {}, "cache": {"mm": {}}}', "ab/cabc.best_config": '{"XBLOCK": 64}'}
+    for name, text in timings.items():
+        (first / "cache" / name).parent.mkdir(parents=True, exist_ok=True)
+        (first / "cache" / name).write_text(text)
+    assert _run_failing_lever(first, first / "cache")["meta"]["autotune_files_saved"] == 2
+    meta = _run_failing_lever(second, second / "cache", "--load-cache", str(first))["meta"]
+    assert meta["autotune_files_loaded"] == 2 and meta["autotune_files_saved"] == 2
+    assert {name: (second / "cache" / name).read_text() for name in timings} == timings
 
 
 def test_an_explicit_timeout_outranks_a_levers_own_limit():
@@ -81,3 +99,37 @@ def test_an_explicit_timeout_outranks_a_levers_own_limit():
     assert unet_levers.lever_timeout(autotune, None) == autotune["timeout"] == 570
     assert unet_levers.lever_timeout(autotune, 3600.0) == 3600.0
     assert unet_levers.lever_timeout(unet_levers.find_lever("fuse-qkv"), None) == unet_levers.DEFAULT_TIMEOUT_S
+
+
+AUTOTUNE_SCRIPT = """
+import torch
+import torch._inductor.config as inductor
+inductor.max_autotune_gemm_backends = "CPP,ATEN"  # CPU autotuning: inductor's C++ GEMM templates against ATen
+inductor.freezing = True  # which those templates need
+linear = torch.nn.Linear(64, 64).eval()
+with torch.no_grad():
+    torch.compile(linear, mode="max-autotune-no-cudagraphs")(torch.randn(128, 64))
+"""
+
+
+def test_autotune_timings_carried_into_an_empty_cache_folder_spare_the_next_process_its_benchmarking(tmp_path):
+    """What lets autotuning go on across device calls, each on a fresh machine: the timings the first process
+    wrote (here a CPU autotune of one linear layer) are packed, unpacked into another, empty cache folder, and the
+    process there benchmarks nothing."""
+    import os
+
+    def compile_in(folder: Path) -> str:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(folder)}
+        done = subprocess.run([sys.executable, "-c", AUTOTUNE_SCRIPT], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
+    out.mkdir()
+    assert "AUTOTUNE benchmarking" in compile_in(first)
+    assert unet_levers.save_autotune_timings(first, out) >= 1
+    assert unet_levers.load_autotune_timings(out, second) >= 1
+    assert "AUTOTUNE benchmarking" not in compile_in(second)
+    assert unet_levers.load_autotune_timings(out, second) == 0  # the folder's own files are kept
+    assert unet_levers.save_autotune_timings(tmp_path / "empty", out) == 0
