@@ -190,7 +190,6 @@ def test_a_trial_process_loads_a_real_layout_vae_without_diffusers_unused_integr
         assert torch.equal(loaded[name], value), name
 
 
-
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm++"])
 def test_making_a_scheduler_after_loading_registers_no_pytree_node(scheduler):
     """A compiled U-Net that walks pytrees (flex_attention's, temporal-attention=packed-flex) guards on the size of
@@ -207,6 +206,6 @@ print(type(pipeline.make_scheduler()).__name__, before, len(pytree.SUPPORTED_NOD
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    name, before, after = done.stdout.split()
+    name, before, after = done.stdout.strip().splitlines()[-1].split()  # the script's line: the last one
     assert name == {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}[scheduler]
     assert int(before) > 0 and before == after
