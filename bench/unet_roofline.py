@@ -204,9 +204,8 @@ def count_work(unet_config: str, resolution: int, frames: int, batch: int, dtype
         timestep = torch.tensor(500)
     with torch.no_grad(), FlopCounterMode(display=False) as flop_counter:
         unet(sample, timestep, audio)
-    with torch.no_grad(), ModuleTracker() as tracker, _ByteCounter(tracker) as byte_counter:
-        unet(sample, timestep, audio)
-    with torch.no_grad(), _Problems() as problems:
+    # one pass for bytes and problems: both modes see every torch-level call (the inner one passes it on)
+    with torch.no_grad(), ModuleTracker() as tracker, _ByteCounter(tracker) as byte_counter, _Problems() as problems:
         unet(sample, timestep, audio)
     flops = flops_by_class(flop_counter.get_flop_counts())
     return {
