@@ -196,7 +196,8 @@ def _is_baseline(record: TrialRecord, baseline: str) -> bool:
     return name == baseline or name.endswith(f"/{baseline}")
 
 
-def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]:
+def _entry(record: TrialRecord, reference: TrialRecord | None, compiling: dict[str, int]) -> dict[str, Any]:
+    """`compiling`: each trial's timed repeats that built graphs (compiling_repeats), read once per sweep."""
     load = machine_load(record)
     busy = busy_reasons(load)
     entry: dict[str, Any] = {
@@ -213,15 +214,15 @@ def _entry(record: TrialRecord, reference: TrialRecord | None) -> dict[str, Any]
         }
     if reference is record:
         return {**entry, "speedup_x": 1.0, "speed_verdict": BASELINE, "speed_verdict_reason": ""}
-    compiling = {r.result.trial: n for r in (record, reference) if (n := compiling_repeats(r))}
-    if compiling:
+    spoiled = {name: n for name in (record.result.trial, reference.result.trial) if (n := compiling[name])}
+    if spoiled:
         return {
             **entry,
             "speed_baseline": reference.result.trial,
             "speed_verdict": COMPILED_WHILE_TIMED,
             "speed_verdict_reason": "; ".join(
                 f"{n} timed repeat(s) of {name} built torch.compile graphs (a recompile after the warm-ups), so "
-                "their times include compiling" for name, n in compiling.items()),
+                "their times include compiling" for name, n in spoiled.items()),
         }
     ratio = compare_speed(reference, record)
     return {
@@ -240,7 +241,8 @@ def speed_ratios(sweep_dir: str | Path, baseline: str) -> dict[str, dict[str, An
     """Per finished (ok) trial, by name: its speed against the baseline of its input (see the module doc)."""
     records = finished_trials(sweep_dir)  # one that cannot be read: the results table shows it as failed
     references = {_input_of(r): r for r in records if _is_baseline(r, baseline)}
-    return {r.result.trial: _entry(r, references.get(_input_of(r))) for r in records}
+    compiling = {r.result.trial: compiling_repeats(r) for r in records}
+    return {r.result.trial: _entry(r, references.get(_input_of(r)), compiling) for r in records}
 
 
 def write_speed_ratios(sweep_dir: str | Path, baseline: str) -> Path:
