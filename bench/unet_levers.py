@@ -332,7 +332,7 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
     from realtime import unet_call_ms, unet_inputs
 
     from harness.pipeline.denoise import SegmentLatents, denoise
-    from harness.trackers.compiles import CompileCounter
+    from harness.trackers.compiles import CompileCounter, graphs_built
 
     began = time.perf_counter()
     pipeline = load_lever(lever, args)
@@ -351,7 +351,7 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
         synchronize(device)
     row["first_call_s"] = time.perf_counter() - began
     counters = torch._dynamo.utils.counters
-    row.update(graphs=counters["stats"]["unique_graphs"], graph_breaks=sum(counters["graph_break"].values()))
+    row.update(graphs=graphs_built(), graph_breaks=sum(counters["graph_break"].values()))
     row["fxgraph_cache"] = {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss")}
     if cuda:
         row["first_call_peak_mb"] = (torch.cuda.max_memory_allocated() - weights) / 2**20
@@ -393,14 +393,18 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
     torch) and the Triton config chosen for each kernel (`*.best_config`): a few small files, each written as soon
     as its problem is timed, so a lever stopped in its first call leaves them. A later process that finds them
     in its cache folder (load_autotune_timings) skips the benchmarking of those problems."""
+    from harness.results import replace_atomically
+
     files = sorted(f for f in (*cache_dir.glob("cache/*"), *cache_dir.rglob("*.best_config")) if f.is_file())
     if not files:
         return 0
-    tmp = out / f"{AUTOTUNE_FILE}.tmp"
-    with tarfile.open(tmp, "w:xz") as tar:
-        for path in files:
-            tar.add(path, arcname=str(path.relative_to(cache_dir)))
-    tmp.replace(out / AUTOTUNE_FILE)
+
+    def pack(tmp: Path) -> None:
+        with tarfile.open(tmp, "w:xz") as tar:
+            for path in files:
+                tar.add(path, arcname=str(path.relative_to(cache_dir)))
+
+    replace_atomically(out / AUTOTUNE_FILE, pack)
     return len(files)
 
 
