@@ -150,7 +150,7 @@ class LipsyncPipeline:
         # (the chosen one and those it lists as compatible), and each of their output classes registers a pytree
         # node as it is defined. A compiled U-Net whose graph walks pytrees (flex_attention's, under
         # temporal-attention=packed-flex) guards on the registry's size: a sampler first built after a compiled
-        # call recompiled the U-Net (19 s on the H200, 2026-12-03).
+        # call recompiled the U-Net (README, "packed-flex's slow first denoise was a recompile").
         load_scheduler(config.scheduler)
 
         return cls(

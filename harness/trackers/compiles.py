@@ -1,9 +1,8 @@
 """Graphs that torch.compile builds while a run goes: a timed run that compiles measures compiling, not the model.
 
 After the cold run and the warm-ups every graph a compiled model needs should exist; a graph built later means a
-guard failed mid-trial (a recompile), and that repeat's time includes tracing and code generation. Found on the
-H200 (2026-12-03): with temporal-attention=packed-flex, a sampler whose first build registered pytree nodes made
-the U-Net compile again, about 19 s inside what was meant to be a 2 s denoise. The count is dynamo's own
+guard failed mid-trial (a recompile), and that repeat's time includes tracing and code generation (the case seen
+on the H200: README, "packed-flex's slow first denoise was a recompile"). The count is dynamo's own
 (`counters["stats"]["unique_graphs"]`); a process that never imported dynamo compiled nothing.
 """
 
