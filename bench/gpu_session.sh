@@ -17,6 +17,12 @@
 #                each in its own process against compile:default, S seconds in all (default 480); LEVERS_ROOFLINE
 #                (e.g. eager,compile) also profiles those by op class; LEVERS_EXTRA='name=key:value,...' adds a
 #                lever; LEVERS_ARGS passes more options (--save-cache $OUT/cache, --load-cache DIR, --compile-only)
+#   ahead:R:NAMES[@S]  the levers NAMES' first calls only (--compile-only --save-cache), side by side, each in a
+#                process of its own with its own work, cache and output folders, all stopped at S seconds (default
+#                530): compiles are mostly one CPU core's tracing and lowering, so several share a call's 16 cores.
+#                Each lever's folder (row, log, <lever>.megacache.xz if its first call ended, autotune timings) lands
+#                in $OUT/ahead-NAME.tar; AHEAD_THREADS (default 4) caps each one's kernel-compile workers.
+#                Autotuning timed beside other processes may choose worse: a lever measured later, alone, pays it.
 #   detect       bench/detect_speed.py on demo1's first 240 frames: in-process and in 1, 2, 4, 8 worker processes
 #   fidelity[:NAMES][@S]  experiments/fidelity.yaml inline: every family value's tier, gate and depths (README
 #                "Fidelity tiers"), or the trials NAMES; at most S seconds, default 540
@@ -109,6 +115,26 @@ for step in "$@"; do
       timeout $((budget + 45)) python3 bench/unet_levers.py --resolution "${spec%%:*}" --levers "${spec#*:}" \
         --budget "$budget" --roofline "${LEVERS_ROOFLINE:-}" ${LEVERS_EXTRA:+--lever "$LEVERS_EXTRA"} ${LEVERS_ARGS:-} \
         --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
+    ahead:*)
+      spec=${step#ahead:}
+      limit=530
+      [[ $spec == *@* ]] && limit=${spec##*@} && spec=${spec%@*}
+      res=${spec%%:*}
+      IFS=, read -ra names <<< "${spec#*:}"
+      for lever in "${names[@]}"; do
+        dir=/tmp/ahead/$lever
+        mkdir -p "$dir/out"
+        # shellcheck disable=SC2086  # LEVERS_ARGS is a list of options
+        TORCHINDUCTOR_COMPILE_THREADS=${AHEAD_THREADS:-4} timeout $((limit + 40)) python3 bench/unet_levers.py \
+          --resolution "$res" --levers "$lever" --compile-only --save-cache "$lever" --timeout "$limit" \
+          --budget $((limit + 30)) --work "$dir/work" --cache-dir "$dir/inductor" ${LEVERS_ARGS:-} \
+          --out "$dir/out" > "$dir/out/levers.log" 2>&1 &
+      done
+      wait
+      for lever in "${names[@]}"; do
+        grep "^| $lever " "/tmp/ahead/$lever/out/levers.log" | cut -c1-400
+        tar cf "$OUT/ahead-$lever.tar" -C "/tmp/ahead/$lever/out" .
+      done ;;
     detect)
       timeout 200 python3 bench/detect_speed.py --video "$VIDEO" --frames 240 --processes 0,1,2,4,8 \
         --out "$OUT" 2>&1 | tee "$OUT/detect.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' ;;
