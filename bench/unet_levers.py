@@ -105,6 +105,8 @@ from typing import Any
 
 from call_timing import REPEATS
 
+from harness.results import replace_atomically, write_json_atomic
+
 COMPILED = {"compile": "default"}
 # name -> settings (harness settings), tier (the fidelity tier the lever would have as a variant), optional
 # inductor (bench-only inductor options) and timeout (seconds, unless --timeout is given)
@@ -393,8 +395,6 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
     torch) and the Triton config chosen for each kernel (`*.best_config`): a few small files, each written as soon
     as its problem is timed, so a lever stopped in its first call leaves them. A later process that finds them
     in its cache folder (load_autotune_timings) skips the benchmarking of those problems."""
-    from harness.results import replace_atomically
-
     files = sorted(f for f in (*cache_dir.glob("cache/*"), *cache_dir.rglob("*.best_config")) if f.is_file())
     if not files:
         return 0
@@ -430,9 +430,7 @@ def save_megacache(folder: Path, name: str) -> dict[str, Any]:
     data, _info = artifacts
     folder.mkdir(parents=True, exist_ok=True)
     packed = lzma.compress(data, preset=2)
-    path = folder / f"{name}{CACHE_SUFFIX}"
-    path.with_suffix(".tmp").write_bytes(packed)
-    path.with_suffix(".tmp").replace(path)
+    replace_atomically(folder / f"{name}{CACHE_SUFFIX}", lambda tmp: tmp.write_bytes(packed))
     return {"megacache_mb": len(data) / 2**20, "megacache_xz_mb": len(packed) / 2**20}
 
 
@@ -446,8 +444,7 @@ def child_main(args: argparse.Namespace) -> None:
     result = Path(args.work) / f"{lever['name']}.json"
 
     def save() -> None:
-        result.with_suffix(".tmp").write_text(json.dumps(row))
-        result.with_suffix(".tmp").replace(result)
+        write_json_atomic(result, row)
 
     if args.load_cache:
         cache = Path(args.load_cache) / f"{lever['name']}{CACHE_SUFFIX}"
@@ -713,7 +710,7 @@ def main() -> None:
         meta.update(levers_meta(args))
         if inductor_folder:
             meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out)
-        write_json(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
+        write_json_atomic(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
         print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
     table = markdown(rows, meta)
     (out / f"unet_levers_{args.resolution}.md").write_text(table)
@@ -731,12 +728,6 @@ def levers_meta(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "inductor_cache_mb": size / 2**20,
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
