@@ -137,31 +137,49 @@ def paired_ratio(
     return _judge(value, (ratios,), _median, confidence, paired=True)
 
 
-def timed_repeats(record: TrialRecord) -> list[tuple[str | None, float]]:
-    """(round id, frames/s) of each timed repeat of a finished trial; the round is None where the repeats were not
-    interleaved. [] without timed runs."""
-    path = record.folder / TIMED_RUNS_FILE
-    frames = record.result.metrics.get("frames")
-    if not path.exists() or not frames:
-        return []
-    timed = read_json(path)
-    rounds = timed.get("rounds") or [None] * len(timed["runs"])
-    return [
-        (round_id, frames / run["total_s"])
-        for round_id, run in zip(rounds, timed["runs"], strict=True)
-        if run.get("total_s")
-    ]
+@dataclass(frozen=True)
+class TimedRuns:
+    """A finished trial's timed repeats (`timed_runs.json`), read once: every figure of its entry comes from here."""
+
+    runs: list[dict[str, Any]]
+    rounds: list[str | None]  # the round each repeat was timed in; None where they were not interleaved
+    frames: int
+
+    @classmethod
+    def of(cls, record: TrialRecord) -> TimedRuns:
+        path = record.folder / TIMED_RUNS_FILE
+        timed = read_json(path) if path.exists() else {"runs": []}
+        runs = timed["runs"]
+        return cls(runs, timed.get("rounds") or [None] * len(runs), record.result.metrics.get("frames") or 0)
+
+    def repeats(self) -> list[tuple[str | None, float]]:
+        """(round id, frames/s) of each timed repeat; [] without timed runs or frames."""
+        if not self.frames:
+            return []
+        return [
+            (round_id, self.frames / run["total_s"])
+            for round_id, run in zip(self.rounds, self.runs, strict=True)
+            if run.get("total_s")
+        ]
+
+    def compiling(self) -> int:
+        """How many timed repeats built a torch.compile graph (0 when none was recorded)."""
+        return sum(1 for run in self.runs if run.get("graphs_compiled", 0) > 0)
+
+    def load(self) -> dict[str, Any]:
+        """The busiest reading of each kind over the timed repeats ({} when none was recorded)."""
+        return worst(self.runs)
 
 
 def repeat_fps(record: TrialRecord) -> list[float]:
     """Frames/s of each timed repeat of a finished trial ([] without timed runs)."""
-    return [fps for _, fps in timed_repeats(record)]
+    return [fps for _, fps in TimedRuns.of(record).repeats()]
 
 
-def compare_speed(reference: TrialRecord, candidate: TrialRecord) -> Ratio:
+def compare_speed(reference: TimedRuns, candidate: TimedRuns) -> Ratio:
     """candidate's speed over reference's: paired by round where every candidate repeat has the reference's
     repeat of the same round beside it, else the ratio of the two medians."""
-    ref, cand = timed_repeats(reference), timed_repeats(candidate)
+    ref, cand = reference.repeats(), candidate.repeats()
     by_round = {round_id: fps for round_id, fps in ref if round_id is not None}
     if cand and all(round_id in by_round for round_id, _ in cand):
         return paired_ratio([by_round[round_id] for round_id, _ in cand], [fps for _, fps in cand])
@@ -170,19 +188,6 @@ def compare_speed(reference: TrialRecord, candidate: TrialRecord) -> Ratio:
         note = "; unpaired: the baseline was not timed in the same rounds (an earlier run of the sweep)"
         return dataclasses.replace(ratio, reason=ratio.reason + note)
     return ratio
-
-
-def compiling_repeats(record: TrialRecord) -> int:
-    """How many of a finished trial's timed repeats built a torch.compile graph (0 when none was recorded)."""
-    path = record.folder / TIMED_RUNS_FILE
-    runs = read_json(path)["runs"] if path.exists() else []
-    return sum(1 for run in runs if run.get("graphs_compiled", 0) > 0)
-
-
-def machine_load(record: TrialRecord) -> dict[str, Any]:
-    """The busiest reading of each kind over this trial's timed repeats ({} when none was recorded)."""
-    path = record.folder / TIMED_RUNS_FILE
-    return worst(read_json(path)["runs"] if path.exists() else [])
 
 
 def _input_of(record: TrialRecord) -> tuple[str, str]:
@@ -196,12 +201,13 @@ def _is_baseline(record: TrialRecord, baseline: str) -> bool:
     return name == baseline or name.endswith(f"/{baseline}")
 
 
-def _entry(record: TrialRecord, reference: TrialRecord | None, compiling: dict[str, int]) -> dict[str, Any]:
-    """`compiling`: each trial's timed repeats that built graphs (compiling_repeats), read once per sweep."""
-    load = machine_load(record)
+def _entry(record: TrialRecord, reference: TrialRecord | None, timed: dict[str, TimedRuns]) -> dict[str, Any]:
+    """`timed`: every trial's timed repeats by name, read once per sweep."""
+    own = timed[record.result.trial]
+    load = own.load()
     busy = busy_reasons(load)
     entry: dict[str, Any] = {
-        "timed_repeats": len(timed_repeats(record)),
+        "timed_repeats": len(own.repeats()),
         "machine_busy": str(bool(busy)).lower(),
         "machine_busy_reason": "; ".join(busy),
         "gpu_power_limited": power_limited(load),
@@ -214,7 +220,9 @@ def _entry(record: TrialRecord, reference: TrialRecord | None, compiling: dict[s
         }
     if reference is record:
         return {**entry, "speedup_x": 1.0, "speed_verdict": BASELINE, "speed_verdict_reason": ""}
-    spoiled = {name: n for name in (record.result.trial, reference.result.trial) if (n := compiling[name])}
+    spoiled = {
+        name: n for name in (record.result.trial, reference.result.trial) if (n := timed[name].compiling())
+    }
     if spoiled:
         return {
             **entry,
@@ -224,7 +232,7 @@ def _entry(record: TrialRecord, reference: TrialRecord | None, compiling: dict[s
                 f"{n} timed repeat(s) of {name} built torch.compile graphs (a recompile after the warm-ups), so "
                 "their times include compiling" for name, n in spoiled.items()),
         }
-    ratio = compare_speed(reference, record)
+    ratio = compare_speed(timed[reference.result.trial], own)
     return {
         **entry,
         "speed_baseline": reference.result.trial,
@@ -241,8 +249,8 @@ def speed_ratios(sweep_dir: str | Path, baseline: str) -> dict[str, dict[str, An
     """Per finished (ok) trial, by name: its speed against the baseline of its input (see the module doc)."""
     records = finished_trials(sweep_dir)  # one that cannot be read: the results table shows it as failed
     references = {_input_of(r): r for r in records if _is_baseline(r, baseline)}
-    compiling = {r.result.trial: compiling_repeats(r) for r in records}
-    return {r.result.trial: _entry(r, references.get(_input_of(r)), compiling) for r in records}
+    timed = {r.result.trial: TimedRuns.of(r) for r in records}
+    return {r.result.trial: _entry(r, references.get(_input_of(r)), timed) for r in records}
 
 
 def write_speed_ratios(sweep_dir: str | Path, baseline: str) -> Path:
