@@ -4,14 +4,19 @@ quantized weights leaking into the next trial. The result (or the traceback) com
 A trial process never outlives its sweep: it holds the trial folder's lock (shared with the sweep process), it
 gets SIGTERM from the kernel if the sweep process dies however it dies (PR_SET_PDEATHSIG), and an interrupted
 sweep (Ctrl-C, SIGTERM) ends its trial processes itself and records those trials as failed with the reason.
-Ended by a signal, a trial process records its own failure and removes its partial files before it exits."""
+Ended by a signal, a trial process records its own failure and removes its partial files before it exits.
+Its temporary files go to a folder of its own that the sweep removes when it ends, however it ends: a library's
+temporary file outlives a process killed before its clean-up could run (in the middle of its imports, or by
+SIGKILL after the grace time)."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,14 @@ def _die_with_parent() -> None:
         return
 
 
+def _shared_inductor_cache() -> str:
+    """The compile cache a trial would use with the sweep's TMPDIR: trials keep sharing torch's per-user folder
+    (compile_cache: off) although each has its own TMPDIR."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+
+
 def run_in_subprocess(
     trial: Trial, folder: Path, baseline_output: Path | None, timeout_s: float | None = None
 ) -> TrialResult:
@@ -54,11 +67,14 @@ def run_in_subprocess(
         # a failed attempt's result must not stand for this one
         (folder / RESULT_FILE).unlink(missing_ok=True)
         done = threading.Event()
-        with open(log_path, "w") as log_file:
+        scratch = tempfile.TemporaryDirectory(prefix="harness-trial-tmp-", ignore_cleanup_errors=True)
+        env = {**os.environ, "TMPDIR": scratch.name, "TORCHINDUCTOR_CACHE_DIR": _shared_inductor_cache()}
+        with scratch, open(log_path, "w") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.launcher", str(spec)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env=env,
                 pass_fds=(lock.fd,),  # the child holds the trial folder too, until it ends
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )

@@ -1,0 +1,44 @@
+import os
+import tempfile
+import textwrap
+
+from harness.launcher import run_in_subprocess
+from harness.trial import Trial
+
+
+def test_a_trial_process_killed_outright_leaves_no_temporary_file_and_keeps_the_shared_compile_cache(
+    tmp_path, monkeypatch
+):
+    """A process killed before its clean-up runs (SIGKILL, or SIGTERM in the middle of its imports) cannot
+    remove a library's temporary file; the sweep removes the trial's own temporary folder instead."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    parent_tmp = tmp_path / "tmp"
+    parent_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(parent_tmp))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    seen = tmp_path / "seen"
+    fake_python = tmp_path / "python"
+    # stands in for the trial process: it leaves a temporary file and dies by a signal it cannot handle
+    fake_python.write_text(
+        textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$TMPDIR" > {seen}.tmpdir
+        echo "$TORCHINDUCTOR_CACHE_DIR" > {seen}.cache
+        touch "$TMPDIR/tmpabcd1234"
+        kill -9 $$
+        """)
+    )
+    fake_python.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(fake_python))
+
+    result = run_in_subprocess(Trial(name="killed"), tmp_path / "trial", baseline_output=None)
+
+    assert result.status == "failed" and "by signal SIGKILL" in result.error
+    child_tmp = seen.with_suffix(".tmpdir").read_text().strip()
+    assert os.path.dirname(child_tmp) == str(parent_tmp) and not os.path.exists(child_tmp)
+    assert not list(parent_tmp.iterdir())
+    # compile_cache: off still means torch's per-user folder under the sweep's TMPDIR, shared across trials
+    assert seen.with_suffix(".cache").read_text().strip() == default_cache_dir()
+    assert default_cache_dir().startswith(str(parent_tmp))
