@@ -44,9 +44,10 @@ def _sweep(workdir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def _wait_for_a_trial_process(sweep: subprocess.Popen, timeout_s: float = 120) -> None:
+def _wait_for_a_trial_process(sweep: subprocess.Popen, timeout_s: float = 120) -> bool:
     """Wait until the sweep has started a trial process: its own start-up (imports, checks) takes seconds too,
-    longer on a busy machine, and a kill then would reach no trial."""
+    longer on a busy machine, and a kill then would reach no trial. False when the sweep ended well without one:
+    on a quiet machine the earlier attempts can finish every trial (a kill may land just after one ended)."""
     deadline = time.monotonic() + timeout_s
     while sweep.poll() is None and time.monotonic() < deadline:
         try:
@@ -54,8 +55,10 @@ def _wait_for_a_trial_process(sweep: subprocess.Popen, timeout_s: float = 120) -
         except psutil.Error:  # a child ending while it is looked at
             children = []
         if any("harness.launcher" in command for command in children):
-            return
+            return True
         time.sleep(0.1)
+    if sweep.poll() == 0:
+        return False
     raise AssertionError(f"the sweep started no trial process (exit code {sweep.poll()})")
 
 
@@ -72,7 +75,8 @@ def _killed_sweeps(workdir: Path, seed: int) -> list[str]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait_for_a_trial_process(proc)
+        if not _wait_for_a_trial_process(proc):
+            break
         # A trial process lives about 15 s here, in CI as alone: some 6 s of imports, 3 s of loading, 5 s of
         # running, then scoring. Up to 12 s into it, the kill lands in any of the first three.
         time.sleep(rng.uniform(0, 12))
