@@ -124,7 +124,7 @@ def test_fp8_scales_of_a_row_of_zeros_quantize_it_to_zeros_not_nan(method):
 
 # int8 activations too (one scale per token) move the output further than int8 weights alone: 0.13 here
 @pytest.mark.parametrize(("method", "bound"), [("torchao-int8wo", 0.05), ("torchao-int8dq", 0.25)])
-def test_torchao_int8_quantizes_every_linear_and_changes_the_output_a_little(unet, method, bound):
+def test_torchao_int8_quantizes_the_linears_and_changes_the_output_a_little(unet, method, bound):
     pytest.importorskip("torchao")
     from torchao.utils import TorchAOBaseTensor
 
@@ -132,9 +132,12 @@ def test_torchao_int8_quantizes_every_linear_and_changes_the_output_a_little(une
     assert variant.is_available(CPU) is None and variant.change_tier("none", method) == "lossy"
     inputs = _inputs()
     before = _run(unet, inputs)
-    linears = [m for m in unet.modules() if isinstance(m, nn.Linear)]
+    linears = {name: m for name, m in unet.named_modules() if isinstance(m, nn.Linear)}
     apply_variant(variant, stand_in_pipeline(unet))
-    assert all(isinstance(m.weight, TorchAOBaseTensor) for m in linears)
+    # int8dq's kernel needs more than 16 rows: the time embedding's MLP (one row per batch entry) stays float
+    kept = {name for name, m in linears.items() if not isinstance(m.weight, TorchAOBaseTensor)}
+    expected = {"time_embedding.linear_1", "time_embedding.linear_2"} if method == "torchao-int8dq" else set()
+    assert kept == expected
     after = _run(unet, inputs)
     assert torch.isfinite(after).all()
     assert 0 < _rel_error(after, before) < bound

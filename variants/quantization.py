@@ -8,7 +8,7 @@ coordinate-descent tuning for the whole process, which made a compiled fp8 U-Net
 compile and mixed a compile setting into a quantization one. `compile: default+recipe` asks for it openly.
 
 Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
-embedding); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
+embedding, except under int8dq); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
 before DeepCache and compile in the transform order.
 """
 
@@ -50,6 +50,9 @@ FP8_MIN_TORCHAO = (0, 13)  # the first torchao whose fp8 config takes that floor
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with fp8 tensor cores
 # torch._scaled_mm needs both matrix dimensions divisible by 16; smaller layers stay in high precision.
 FP8_DIM_MULTIPLE = 16
+# torch._int_mm (int8dq's kernel) needs more than 16 rows; the time embedding's MLP gets one per batch entry (2 in
+# a guided call: the H200 run failed on it), so those two layers stay in float.
+INT8DQ_FLOAT_MODULE = "time_embedding"
 # LLM.int8 outlier threshold: activation columns above it run in fp16 (the bitsandbytes default for inference).
 INT8_OUTLIER_THRESHOLD = 6.0
 
@@ -135,12 +138,13 @@ def quantize_linears(
 
     count = 0
 
-    def eligible(layer: nn.Module, _fqn: str) -> bool:
+    def eligible(layer: nn.Module, fqn: str) -> bool:
         nonlocal count
         ok = isinstance(layer, nn.Linear) and (
             method not in FP8_METHODS
             or (layer.in_features % FP8_DIM_MULTIPLE == 0 and layer.out_features % FP8_DIM_MULTIPLE == 0)
         )
+        ok = ok and not (method == "torchao-int8dq" and INT8DQ_FLOAT_MODULE in fqn.split("."))
         count += int(ok)
         return ok
 
