@@ -13,7 +13,7 @@
 #   unet:R       bench/unet_options.py at resolution R (one guided U-Net call per kernel/layout/quantization)
 #   roofline[:R] bench/unet_roofline.py at R (default 512): one guided call eager and compiled (ROOFLINE_CONFIGS,
 #                default eager,compile), time by op class against the H200's peaks (about 3.5 min on a cold machine)
-#   levers:R:NAMES[@S]  bench/unet_levers.py at R: the levers NAMES (comma-separated; eager and compile run first)
+#   levers:R:NAMES[@S]  bench/unet_levers.py at R: the levers NAMES (comma-separated; eager and compile, when named, first)
 #                each in its own process against compile:default, S seconds in all (default 480); LEVERS_ROOFLINE
 #                (e.g. eager,compile) also profiles those by op class; LEVERS_EXTRA='name=key:value,...' adds a
 #                lever; LEVERS_ARGS passes more options (--save-cache $OUT/cache, --load-cache DIR, --compile-only)

@@ -59,25 +59,24 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-13 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-16 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
-with its floor and channels-last (README); autotune-mm-regional was still compiling at 540 s in a call of its own.
-Still to measure:
-1. The recipe's one cheap part not yet alone, epilogue fusion off; inductor's freezing; bf16 (each a plain
-   compile, about 100 s): `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
-   levers:512:compile,no-epilogue,freezing,bf16@500`.
-2. int8 dynamic quantization and coordinate descent, each compiled in a call of its own (int8 has not finished
-   compiling in four tries of up to 196 s, nor the recipe, coordinate descent with two other options, in 374 s):
-   `LEVERS_ARGS="--compile-only --save-cache int8dq --timeout 540" bash bench/gpu_session.sh levers:512:int8dq@560`,
-   its file copied into .gpucache/, then `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
-   levers:512:compile,int8dq@300`. The same for coord-descent.
-3. Autotuning needs more than a call (call 11 stopped at 540 s). Call after call, each returning
-   autotune_timings.tar.xz, copied into .gpucache/ before the next:
-   `LEVERS_ARGS="--load-cache .gpucache --compile-only --save-cache autotune-mm-regional" bash bench/gpu_session.sh
-   levers:512:autotune-mm-regional@560`, until the lever's first call ends (its megacache comes back); then
+with its floor, channels-last, epilogue fusion off, freezing and bf16 (README). Several compiles that each outlast
+a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4
+compile workers of the 16 cores; the three plain compiles took 103-124 s beside each other). Still to measure:
+1. int8 dynamic quantization: call 14 found why it never compiled (torch._int_mm needs more than 16 rows; the time
+   embedding's MLP got 2); those two layers now stay float. Compile, then measure:
+   `bash bench/gpu_session.sh ahead:512:int8dq@530`, its int8dq.megacache.xz copied into .gpucache/, then
+   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,int8dq@300`.
+2. Coordinate descent (still compiling at 520 s in call 14, beside five others) and autotuning (call 11 stopped
+   at 540 s alone, call 14 at 520 s beside others): each alone in a call, again and again, each call returning
+   autotune_timings.tar.xz (copied into .gpucache/ before the next; coordinate descent's, its tuned
+   `*.best_config` files, into .gpucache/coord-descent/, loaded with `--load-cache .gpucache/coord-descent`):
+   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh ahead:512:autotune-mm-regional@530`, until
+   the lever's megacache comes back; then
    `levers:512:compile,autotune-mm-regional@300` with `--load-cache .gpucache`. On a machine without the call
    limit, one process: `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
-4. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
