@@ -114,7 +114,7 @@ for step in "$@"; do
       # shellcheck disable=SC2086  # LEVERS_ARGS is a list of options
       timeout $((budget + 45)) python3 bench/unet_levers.py --resolution "${spec%%:*}" --levers "${spec#*:}" \
         --budget "$budget" --roofline "${LEVERS_ROOFLINE:-}" ${LEVERS_EXTRA:+--lever "$LEVERS_EXTRA"} ${LEVERS_ARGS:-} \
-        --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
+        --out "$OUT" 2>&1 | tee "$OUT/levers.log" | grep -E '^(\||\{|note:|[A-Z].*(Error|rror:))' | cut -c1-400 ;;
     ahead:*)
       spec=${step#ahead:}
       limit=530

@@ -683,6 +683,8 @@ def main() -> None:
     levers = [lv for ref in REFERENCES[::-1] for lv in levers if lv["name"] == ref] + [
         lv for lv in levers if lv["name"] not in REFERENCES
     ]
+    if not args.compile_only and not any(lv["name"] in REFERENCES for lv in levers):
+        print("note: neither eager nor compile is in --levers: the rows get no ratio and no fidelity", flush=True)
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)
