@@ -8,8 +8,8 @@ coordinate-descent tuning for the whole process, which made a compiled fp8 U-Net
 compile and mixed a compile setting into a quantization one. `compile: default+recipe` asks for it openly.
 
 Only nn.Linear layers change (attention projections, feed-forwards, motion-module projections, the time
-embedding, except under int8dq); convolutions and norms keep their dtype. It comes after pruning (which slices float weights) and
-before DeepCache and compile in the transform order.
+embedding, except under int8dq); convolutions and norms keep their dtype. It comes after pruning (which slices
+float weights) and before DeepCache and compile in the transform order.
 """
 
 from __future__ import annotations
@@ -140,11 +140,14 @@ def quantize_linears(
 
     def eligible(layer: nn.Module, fqn: str) -> bool:
         nonlocal count
-        ok = isinstance(layer, nn.Linear) and (
-            method not in FP8_METHODS
-            or (layer.in_features % FP8_DIM_MULTIPLE == 0 and layer.out_features % FP8_DIM_MULTIPLE == 0)
+        ok = (
+            isinstance(layer, nn.Linear)
+            and (
+                method not in FP8_METHODS
+                or (layer.in_features % FP8_DIM_MULTIPLE == 0 and layer.out_features % FP8_DIM_MULTIPLE == 0)
+            )
+            and not (method == "torchao-int8dq" and INT8DQ_FLOAT_MODULE in fqn.split("."))
         )
-        ok = ok and not (method == "torchao-int8dq" and INT8DQ_FLOAT_MODULE in fqn.split("."))
         count += int(ok)
         return ok
 
