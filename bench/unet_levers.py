@@ -59,24 +59,20 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-16 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-19 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
-with its floor, channels-last, epilogue fusion off, freezing and bf16 (README). Several compiles that each outlast
-a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4
-compile workers of the 16 cores; the three plain compiles took 103-124 s beside each other). Still to measure:
-1. int8 dynamic quantization: call 14 found why it never compiled (torch._int_mm needs more than 16 rows; the time
-   embedding's MLP got 2); those two layers now stay float. Compile, then measure:
-   `bash bench/gpu_session.sh ahead:512:int8dq@530`, its int8dq.megacache.xz copied into .gpucache/, then
-   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,int8dq@300`.
-2. Coordinate descent (still compiling at 520 s in call 14, beside five others) and autotuning (call 11 stopped
-   at 540 s alone, call 14 at 520 s beside others): each alone in a call, again and again, each call returning
-   autotune_timings.tar.xz (copied into .gpucache/ before the next; coordinate descent's, its tuned
-   `*.best_config` files, into .gpucache/coord-descent/, loaded with `--load-cache .gpucache/coord-descent`):
-   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh ahead:512:autotune-mm-regional@530`, until
-   the lever's megacache comes back; then
-   `levers:512:compile,autotune-mm-regional@300` with `--load-cache .gpucache`. On a machine without the call
+with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic (240 s cold, 0.74x) and
+coordinate descent in its default form (317 s, 1.01x) (README). Several compiles that each outlast a call's share
+fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
+of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
+1. Autotuning (autotune-mm-regional: stopped at 540 s alone in call 11, at 520 s in calls 14 and 18) and
+   coordinate descent in all directions (520 s in calls 14 and 18). Call 18 carried the autotune timings of the
+   calls before and came back with 3 more files of 142: carrying did not take it further. First find where
+   its time goes: a stopped lever's row quotes its log's last lines, so
+   `TORCH_LOGS="+torch._inductor.select_algorithm" LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
+   ahead:512:autotune-mm-regional@530` shows what it was doing at the limit. On a machine without the call
    limit, one process: `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
-3. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
@@ -137,6 +133,10 @@ LEVERS: dict[str, dict[str, Any]] = {
         "inductor": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True},
         "tier": "float",
         "timeout": 540,
+    },
+    # the same in inductor's default form: each kernel's neighbours one parameter at a time, fewer trials
+    "coord-descent-1dir": {
+        "settings": COMPILED, "inductor": {"coordinate_descent_tuning": True}, "tier": "float", "timeout": 540,
     },
     "autotune": {"settings": {"compile": "max-autotune-no-cudagraphs"}, "tier": "float", "timeout": 570},
     # the repeated blocks compiled each on its own: a shorter cold compile, alone, with the recipe, with autotuning
@@ -479,11 +479,12 @@ def run_child(lever: dict[str, Any], args: argparse.Namespace, limit: float) -> 
     row = json.loads(result.read_text()) if result.is_file() else {
         "lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier")}
     row["wall_s"] = time.monotonic() - began
+    tail = [line.strip() for line in log.read_text(errors="replace").strip().splitlines()[-12:]]
     if process.returncode == -signal.SIGKILL:
         row["error"] = f"stopped at its time limit, {limit:.0f} s" + (
             "" if "first_call_s" in row else " (still in its first call: compiling)")
+        row["error_context"] = " / ".join(tail)[-600:]  # what it was doing (TORCH_LOGS can make it say more)
     elif process.returncode != 0:  # the exception's own line first, then what led to it
-        tail = [line.strip() for line in log.read_text(errors="replace").strip().splitlines()[-12:]]
         row["error"] = f"exit {process.returncode}: {tail[-1] if tail else 'no output'}"[:400]
         row["error_context"] = " / ".join(tail[:-1])[-600:]
     return row

@@ -3,6 +3,7 @@ are named under the table, and a note written into the JSON afterwards is shown 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -77,6 +78,23 @@ def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_l
     assert row["inductor_absent"] == ["no_such_option"]
     assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
     assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
+
+
+def test_a_lever_stopped_at_its_time_limit_quotes_what_its_log_said_last(tmp_path, monkeypatch):
+    """Coordinate descent and autotuning were stopped in their first calls on the H200 again and again with
+    nothing to say where the time went; the row now keeps the log's last lines (a stand-in lever process that
+    prints and hangs, killed at a 2 s limit)."""
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\necho 'tuning kernel 7 of 161'\nexec sleep 60\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(stand_in))
+    args = argparse.Namespace(work=str(tmp_path), resolution=256, device="cpu", frames=4, steps=2, repeats=2,
+                              cache_dir="", roofline="", save_cache="", cache_out="", load_cache="", tiny=True,
+                              compile_only=True)
+    row = unet_levers.run_child(unet_levers.find_lever("coord-descent-1dir"), args, limit=2)
+    assert row["error"] == "stopped at its time limit, 2 s (still in its first call: compiling)"
+    assert row["error_context"] == "tuning kernel 7 of 161"
+    assert row["wall_s"] < 30  # the process group was killed, not waited for
 
 
 def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loads_them(tmp_path):
