@@ -66,12 +66,14 @@ coordinate descent in its default form (317 s, 1.01x) (README). Several compiles
 fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
 1. Autotuning (autotune-mm-regional: stopped at 540 s alone in call 11, at 520 s in calls 14 and 18) and
-   coordinate descent in all directions (520 s in calls 14 and 18). Call 18 carried the autotune timings of the
-   calls before and came back with 3 more files of 142: carrying did not take it further. First find where
-   its time goes: a stopped lever's row quotes its log's last lines, so
-   `TORCH_LOGS="+torch._inductor.select_algorithm" LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh
-   ahead:512:autotune-mm-regional@530` shows what it was doing at the limit. On a machine without the call
-   limit, one process: `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
+   coordinate descent in all directions (520 s in calls 14 and 18). Call 18's autotuning did not start from the
+   earlier timings (its carried timing file was coordinate descent's; load_autotune_timings now merges the two)
+   and timed all 20 matmul problems again: .gpucache/autotune_timings.tar.xz now holds them all, with 399 tuned
+   kernel configs. The mode also runs coordinate descent on every kernel, so first the matmuls alone:
+   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-gemm-regional@520`
+   (a stopped lever's row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes
+   them say which problem it was timing). On a machine without the call limit, one process:
+   `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
@@ -150,6 +152,20 @@ LEVERS: dict[str, dict[str, Any]] = {
     "autotune-mm-regional": {
         "settings": {"compile": "max-autotune-no-cudagraphs+regional"},
         "inductor": {
+            "max_autotune_conv_backends": "ATEN",
+            "inductor_default_autotune_warmup": 5,
+            "inductor_default_autotune_rep": 20,
+        },
+        "tier": "float",
+        "timeout": 570,
+    },
+    # the matmuls' autotuning alone: a max-autotune mode also turns coordinate descent on (torch's list_mode_options;
+    # 225 s of tuning alone in call 19) and tries more configs for every element-wise kernel; default mode with
+    # max_autotune_gemm does neither, so what is left is what the Triton matmul templates (epilogues fused) buy
+    "autotune-gemm-regional": {
+        "settings": {"compile": "default+regional"},
+        "inductor": {
+            "max_autotune_gemm": True,
             "max_autotune_conv_backends": "ATEN",
             "inductor_default_autotune_warmup": 5,
             "inductor_default_autotune_rep": 20,
@@ -408,15 +424,38 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
 
 
 def load_autotune_timings(source: Path, cache_dir: Path) -> int:
-    """Unpack source/AUTOTUNE_FILE (an earlier call's, --load-cache) into this call's cache folder, keeping any
-    file the folder already has (a warm machine's own, as new as the carried one or newer); returns how many."""
+    """Unpack source/AUTOTUNE_FILE (an earlier call's, --load-cache) into this call's cache folder; returns how
+    many files it added or merged. A tuned kernel's config the folder already has is kept (a warm machine's own,
+    as new as the carried one or newer). Inductor's timing file (`cache/<hash>`) is one per device and torch,
+    holding every problem timed, so two calls' files of that name are merged problem by problem: call 18 loaded
+    a coordinate-descent call's small file in place of the one with all 20 matmul problems and timed them again."""
     path = source / AUTOTUNE_FILE
     if not path.is_file():
         return 0
     with tarfile.open(path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and not (cache_dir / m.name).exists()]
-        tar.extractall(cache_dir, members=members, filter="data")
-    return len(members)
+        members = [m for m in tar.getmembers() if m.isfile()]
+        fresh = [m for m in members if not (cache_dir / m.name).exists()]
+        tar.extractall(cache_dir, members=fresh, filter="data")
+        shared = [m for m in members if m not in fresh and m.name.startswith("cache/")]
+        merged = sum(merge_timings(cache_dir / m.name, json.load(tar.extractfile(m))) for m in shared)
+    return len(fresh) + merged
+
+
+def merge_timings(path: Path, carried: dict[str, Any]) -> bool:
+    """Add the carried timing file's problems to the one at path, whose own timings win where both have one;
+    False when the carried file held nothing new (the file is then left as it was)."""
+
+    def union(own: Any, other: Any) -> Any:
+        if not (isinstance(own, dict) and isinstance(other, dict)):
+            return own
+        return {**other, **{key: union(value, other.get(key)) for key, value in own.items()}}
+
+    own = json.loads(path.read_text())
+    both = union(own, carried)
+    if both == own:
+        return False
+    write_json_atomic(path, both)
+    return True
 
 
 def save_megacache(folder: Path, name: str) -> dict[str, Any]:

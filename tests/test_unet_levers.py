@@ -111,6 +111,33 @@ def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loa
     assert {name: (second / "cache" / name).read_text() for name in timings} == timings
 
 
+def test_two_calls_timing_files_of_one_name_are_merged_problem_by_problem(tmp_path):
+    """Inductor keeps one timing file per device and torch. Call 18 carried the merge of two calls' files, in
+    which coordinate descent's small one had replaced autotuning's (all 20 matmul problems), and timed them all
+    again; loading now adds the carried problems to the folder's file, its own timings kept where both have one."""
+    def folder(name: str, timings: dict, config: str) -> Path:
+        root = tmp_path / name
+        (root / "cache").mkdir(parents=True)
+        (root / "cache" / "c33f").write_text(json.dumps({"system": {"device": "H200"}, "cache": timings}))
+        (root / "ab").mkdir()
+        (root / "ab" / "k.best_config").write_text(config)
+        return root
+
+    autotuned = folder("autotuned", {"mm": {"1x2x3": {"triton_a": 0.5, "aten": 0.6}},
+                                     "addmm": {"4x5x6": {"aten": 0.2}}}, '{"XBLOCK": 64}')
+    tuned = folder("tuned", {"mm": {"1x2x3": {"triton_a": 0.4}, "7x8x9": {"aten": 0.3}},
+                             "base mm time: 2x320": 0.02}, '{"XBLOCK": 8}')
+    out = tmp_path / "out"
+    assert unet_levers.save_autotune_timings(autotuned, out) == 2
+    assert unet_levers.load_autotune_timings(out, tuned) == 1  # the timing file merged; the config kept
+    assert json.loads((tuned / "cache" / "c33f").read_text()) == {
+        "system": {"device": "H200"},
+        "cache": {"mm": {"1x2x3": {"triton_a": 0.4, "aten": 0.6}, "7x8x9": {"aten": 0.3}},
+                  "addmm": {"4x5x6": {"aten": 0.2}}, "base mm time: 2x320": 0.02},
+    }
+    assert (tuned / "ab" / "k.best_config").read_text() == '{"XBLOCK": 8}'
+
+
 def test_an_explicit_timeout_outranks_a_levers_own_limit():
     """README's command for a machine without a call limit (autotuning for an hour) must get its hour."""
     autotune = unet_levers.find_lever("autotune-mm-regional")
