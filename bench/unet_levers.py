@@ -61,8 +61,8 @@ each also costs about 1.5 min of machine start, and the next call may land on a 
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
 file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-19 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
-with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic (240 s cold, 0.74x) and
-coordinate descent in its default form (317 s, 1.01x) (README). Several compiles that each outlast a call's share
+with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic and coordinate descent in its
+default form (README has each one's figures). Several compiles that each outlast a call's share
 fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
 1. Autotuning (autotune-mm-regional: stopped at 540 s alone in call 11, at 520 s in calls 14 and 18) and
@@ -160,7 +160,7 @@ LEVERS: dict[str, dict[str, Any]] = {
         "timeout": 570,
     },
     # the matmuls' autotuning alone: a max-autotune mode also turns coordinate descent on (torch's list_mode_options;
-    # 225 s of tuning alone in call 19) and tries more configs for every element-wise kernel; default mode with
+    # minutes of tuning on its own, README) and tries more configs for every element-wise kernel; default mode with
     # max_autotune_gemm does neither, so what is left is what the Triton matmul templates (epilogues fused) buy
     "autotune-gemm-regional": {
         "settings": {"compile": "default+regional"},
@@ -432,13 +432,18 @@ def load_autotune_timings(source: Path, cache_dir: Path) -> int:
     path = source / AUTOTUNE_FILE
     if not path.is_file():
         return 0
+    loaded = 0
     with tarfile.open(path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile()]
-        fresh = [m for m in members if not (cache_dir / m.name).exists()]
-        tar.extractall(cache_dir, members=fresh, filter="data")
-        shared = [m for m in members if m not in fresh and m.name.startswith("cache/")]
-        merged = sum(merge_timings(cache_dir / m.name, json.load(tar.extractfile(m))) for m in shared)
-    return len(fresh) + merged
+        for member in tar:  # one pass over the compressed stream
+            target = cache_dir / member.name
+            if not member.isfile():
+                continue
+            if not target.exists():
+                tar.extract(member, cache_dir, filter="data")
+                loaded += 1
+            elif member.name.startswith("cache/"):
+                loaded += merge_timings(target, json.load(tar.extractfile(member)))
+    return loaded
 
 
 def merge_timings(path: Path, carried: dict[str, Any]) -> bool:
@@ -518,11 +523,12 @@ def run_child(lever: dict[str, Any], args: argparse.Namespace, limit: float) -> 
     row = json.loads(result.read_text()) if result.is_file() else {
         "lever": lever["name"], "settings": lever["settings"], "tier": lever.get("tier")}
     row["wall_s"] = time.monotonic() - began
-    tail = [line.strip() for line in log.read_text(errors="replace").strip().splitlines()[-12:]]
+    if process.returncode:  # what it was doing or what failed (TORCH_LOGS can make it say more)
+        tail = [line.strip() for line in log.read_text(errors="replace").strip().splitlines()[-12:]]
     if process.returncode == -signal.SIGKILL:
         row["error"] = f"stopped at its time limit, {limit:.0f} s" + (
             "" if "first_call_s" in row else " (still in its first call: compiling)")
-        row["error_context"] = " / ".join(tail)[-600:]  # what it was doing (TORCH_LOGS can make it say more)
+        row["error_context"] = " / ".join(tail)[-600:]
     elif process.returncode != 0:  # the exception's own line first, then what led to it
         row["error"] = f"exit {process.returncode}: {tail[-1] if tail else 'no output'}"[:400]
         row["error_context"] = " / ".join(tail[:-1])[-600:]

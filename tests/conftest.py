@@ -1,5 +1,7 @@
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,18 @@ def media(tmp_path_factory) -> tuple[Path, Path]:
     shutil.copy(video, folder / "in.mp4")
     shutil.copy(audio, folder / "speech.wav")
     return folder / "in.mp4", folder / "speech.wav"
+
+
+@pytest.fixture
+def stand_in_python(tmp_path, monkeypatch) -> Callable[[str], Path]:
+    """Make sys.executable a shell script with the given body, for code that starts `sys.executable ...` child
+    processes: the test decides what the child prints, leaves behind and how it dies."""
+
+    def install(body: str) -> Path:
+        script = tmp_path / "python"
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        monkeypatch.setattr(sys, "executable", str(script))
+        return script
+
+    return install

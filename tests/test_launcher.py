@@ -7,7 +7,7 @@ from harness.trial import Trial
 
 
 def test_a_trial_process_killed_outright_leaves_no_temporary_file_and_keeps_the_shared_compile_cache(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, stand_in_python
 ):
     """A process killed before its clean-up runs (SIGKILL, or SIGTERM in the middle of its imports) cannot
     remove a library's temporary file; the sweep removes the trial's own temporary folder instead."""
@@ -19,19 +19,15 @@ def test_a_trial_process_killed_outright_leaves_no_temporary_file_and_keeps_the_
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
     seen = tmp_path / "seen"
-    fake_python = tmp_path / "python"
     # stands in for the trial process: it leaves a temporary file and dies by a signal it cannot handle
-    fake_python.write_text(
+    stand_in_python(
         textwrap.dedent(f"""\
-        #!/bin/sh
         echo "$TMPDIR" > {seen}.tmpdir
         echo "$TORCHINDUCTOR_CACHE_DIR" > {seen}.cache
         touch "$TMPDIR/tmpabcd1234"
         kill -9 $$
         """)
     )
-    fake_python.chmod(0o755)
-    monkeypatch.setattr("sys.executable", str(fake_python))
 
     result = run_in_subprocess(Trial(name="killed"), tmp_path / "trial", baseline_output=None)
 

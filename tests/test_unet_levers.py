@@ -80,14 +80,11 @@ def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_l
     assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
 
 
-def test_a_lever_stopped_at_its_time_limit_quotes_what_its_log_said_last(tmp_path, monkeypatch):
+def test_a_lever_stopped_at_its_time_limit_quotes_what_its_log_said_last(tmp_path, stand_in_python):
     """Coordinate descent and autotuning were stopped in their first calls on the H200 again and again with
     nothing to say where the time went; the row now keeps the log's last lines (a stand-in lever process that
     prints and hangs, killed at a 2 s limit)."""
-    stand_in = tmp_path / "python"
-    stand_in.write_text("#!/bin/sh\necho 'tuning kernel 7 of 161'\nexec sleep 60\n")
-    stand_in.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(stand_in))
+    stand_in_python("echo 'tuning kernel 7 of 161'\nexec sleep 60\n")
     args = argparse.Namespace(work=str(tmp_path), resolution=256, device="cpu", frames=4, steps=2, repeats=2,
                               cache_dir="", roofline="", save_cache="", cache_out="", load_cache="", tiny=True,
                               compile_only=True)
