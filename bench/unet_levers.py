@@ -47,7 +47,9 @@ Autotuning that outlasts a call. A megacache is written only after a first call 
 max-autotune's timings (every choice of every matmul problem, `cache/` in the cache folder) and the Triton configs
 it chose (`*.best_config`) as it goes. After every lever the parent packs them into $OUT/autotune_timings.tar.xz,
 and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that finds a problem's timings there
-benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder). So a
+benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder), if they cover
+every choice it offers: one missing and inductor times them all again, so timings carry between calls of one
+inductor mode, not from max_autotune_gemm's to max-autotune's, which offers more configs (call 22). So a
 `--compile-only` autotune stopped at a call's limit goes on in the next call, on whichever machine, from where it
 was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache.
 
@@ -59,18 +61,18 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-19 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-21 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
-with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic and coordinate descent in its
-default form (README has each one's figures). Several compiles that each outlast a call's share
+with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
+default form and the matmuls' autotuning (README has each one's figures). Several compiles that each outlast a call's share
 fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
-1. Autotuning (autotune-mm-regional: stopped at 540 s alone in call 11, at 520 s in calls 14 and 18) and
-   coordinate descent in all directions (520 s in calls 14 and 18). Call 18's autotuning did not start from the
-   earlier timings (its carried timing file was coordinate descent's; load_autotune_timings now merges the two)
-   and timed all 20 matmul problems again: .gpucache/autotune_timings.tar.xz now holds them all, with 399 tuned
-   kernel configs. The mode also runs coordinate descent on every kernel, so first the matmuls alone:
-   `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-gemm-regional@520`
+1. The full max-autotune mode (autotune-mm-regional: stopped in calls 11, 14, 18 and 22) and coordinate descent
+   in all directions (calls 14 and 18). The matmuls' autotuning alone (autotune-gemm-regional, calls 20-21) and
+   coordinate descent in its default form (call 19) each moved the call by less than the noise, so little is
+   likely there. A new checkout has no .gpucache: its timings so far are committed; carry them with
+   `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512.tar.xz .gpucache/autotune_timings.tar.xz`
+   and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
    (a stopped lever's row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes
    them say which problem it was timing). On a machine without the call limit, one process:
    `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
