@@ -71,7 +71,7 @@ of the 16 cores; the three plain compiles took 103-124 s beside each other). Sti
    in all directions (calls 14 and 18). The matmuls' autotuning alone (autotune-gemm-regional, calls 20-21) and
    coordinate descent in its default form (call 19) each moved the call by less than the noise, so little is
    likely there. A new checkout has no .gpucache: its timings so far are committed; carry them with
-   `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512.tar.xz .gpucache/autotune_timings.tar.xz`
+   `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call22.tar.xz .gpucache/autotune_timings.tar.xz`
    and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
    (a stopped lever's row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes
    them say which problem it was timing). On a machine without the call limit, one process:
