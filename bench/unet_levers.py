@@ -73,8 +73,11 @@ of the 16 cores; the three plain compiles took 103-124 s beside each other). Sti
    likely there. A new checkout has no .gpucache: its timings so far are committed; carry them with
    `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call22.tar.xz .gpucache/autotune_timings.tar.xz`
    and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
-   (a stopped lever's row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes
-   them say which problem it was timing). On a machine without the call limit, one process:
+   with `--save-cache autotune-mm-regional` added. Call 22 timed 18 of the 32 keys in about 330 s after loading
+   and tracing; the 14 others (not reached, or hits) take at most about 260 s at that pace, then coordinate
+   descent's 225 s or less: about one call; if it stops again, carry the returned timings on. A stopped lever's
+   row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes them say which
+   problem it was timing. On a machine without the call limit, one process:
    `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
