@@ -48,8 +48,9 @@ max-autotune's timings (every choice of every matmul problem, `cache/` in the ca
 it chose (`*.best_config`) as it goes. After every lever the parent packs them into $OUT/autotune_timings.tar.xz,
 and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that finds a problem's timings there
 benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder), if they cover
-every choice it offers: one missing and inductor times them all again, so timings carry between calls of one
-inductor mode, not from max_autotune_gemm's to max-autotune's, which offers more configs (call 22). So a
+every choice it offers: one missing and inductor times them all again. A Triton choice is named by a hash of its
+generated source, which differs between inductor modes, so timings carry between calls of one mode, not from
+max_autotune_gemm's to max-autotune's (call 22: the same configs under other names, all timed again). So a
 `--compile-only` autotune stopped at a call's limit goes on in the next call, on whichever machine, from where it
 was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache.
 
@@ -74,7 +75,7 @@ of the 16 cores; the three plain compiles took 103-124 s beside each other). Sti
    `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call22.tar.xz .gpucache/autotune_timings.tar.xz`
    and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
    with `--save-cache autotune-mm-regional` added. Call 22 timed 18 of the 32 keys in about 330 s after loading
-   and tracing; the 14 others (not reached, or hits) take at most about 260 s at that pace, then coordinate
+   and tracing; the 14 others (not reached) take about 260 s at that pace, then coordinate
    descent's 225 s or less: about one call; if it stops again, carry the returned timings on. A stopped lever's
    row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes them say which
    problem it was timing. On a machine without the call limit, one process:
