@@ -45,7 +45,8 @@ call, as `compile`'s), if it is small.
 
 Autotuning that outlasts a call. A megacache is written only after a first call ends, but inductor writes
 max-autotune's timings (every choice of every matmul problem, `cache/` in the cache folder) and the Triton configs
-it chose (`*.best_config`) as it goes. After every lever the parent packs them into $OUT/autotune_timings.tar.xz,
+it chose (`*.best_config`) as it goes. After every lever the parent packs them into $OUT/autotune_timings.tar.xz
+(and writes $OUT/autotune_choices.md: which kernel won each matmul problem so far, bench/autotune_choices.py),
 and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that finds a problem's timings there
 benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder), if they cover
 every choice it offers: one missing and inductor times them all again. A Triton choice is named by a hash of its
@@ -106,6 +107,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import autotune_choices
 from call_timing import REPEATS
 
 from harness.results import replace_atomically, write_json_atomic
@@ -195,6 +197,7 @@ REFERENCES = ("compile", "eager")  # fidelity is measured against these, when th
 DEPTHS = ("call_snr_db", "latent_snr_db", "face_psnr_db")
 CACHE_SUFFIX = ".megacache.xz"
 AUTOTUNE_FILE = "autotune_timings.tar.xz"
+AUTOTUNE_CHOICES_FILE = "autotune_choices.md"  # which kernel won each matmul problem timed so far
 RESERVE_S = 20  # kept back from the budget for decoding, the table and the roofline files
 DEFAULT_TIMEOUT_S = 330.0
 
@@ -427,6 +430,16 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
 
     replace_atomically(out / AUTOTUNE_FILE, pack)
     return len(files)
+
+
+def write_autotune_choices(cache_dir: Path, out: Path) -> int:
+    """out/AUTOTUNE_CHOICES_FILE: each matmul problem timed so far (carried ones included) with its fastest
+    Triton config against cuBLAS (bench/autotune_choices.py); returns how many problems (0: no file)."""
+    found = [problem for timing in autotune_choices.read_timing_files(cache_dir)
+             for problem in autotune_choices.problems(timing)]
+    if found:
+        (out / AUTOTUNE_CHOICES_FILE).write_text(autotune_choices.markdown(found))
+    return len(found)
 
 
 def load_autotune_timings(source: Path, cache_dir: Path) -> int:
@@ -763,6 +776,7 @@ def main() -> None:
         meta.update(levers_meta(args))
         if inductor_folder:
             meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out)
+            meta["autotune_problems"] = write_autotune_choices(inductor_folder, out)
         write_json_atomic(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
         print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
     table = markdown(rows, meta)

@@ -98,11 +98,16 @@ def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loa
     """Whatever stopped the lever, the parent packs the timings its cache folder holds into the call's output,
     and a later call's --load-cache puts them into its own, empty cache folder."""
     first, second = tmp_path / "first", tmp_path / "second"
-    timings = {"cache/0a1b": '{"system": {}, "cache": {"mm": {}}}', "ab/cabc.best_config": '{"XBLOCK": 64}'}
+    problem = "[('cuda', 'torch.float16', 32, 64, 64, 1, 0), ('cuda', 'torch.float16', 64, 16, 1, 64, 0)]"
+    timing = {"system": {}, "cache": {"mm": {problem: {"highest": {"mm-a": 0.03, "triton_mm-b": 0.01}}}}}
+    timings = {"cache/0a1b": json.dumps(timing), "ab/cabc.best_config": '{"XBLOCK": 64}'}
     for name, text in timings.items():
         (first / "cache" / name).parent.mkdir(parents=True, exist_ok=True)
         (first / "cache" / name).write_text(text)
-    assert _run_failing_lever(first, first / "cache")["meta"]["autotune_files_saved"] == 2
+    meta = _run_failing_lever(first, first / "cache")["meta"]
+    assert meta["autotune_files_saved"] == 2 and meta["autotune_problems"] == 1
+    # and which kernel won, beside them
+    assert "| mm | 32 x 64 x 16 | 2 | Triton | 10.0 | 30.0 | 3.00 |" in (first / "autotune_choices.md").read_text()
     meta = _run_failing_lever(second, second / "cache", "--load-cache", str(first))["meta"]
     assert meta["autotune_files_loaded"] == 2 and meta["autotune_files_saved"] == 2
     assert {name: (second / "cache" / name).read_text() for name in timings} == timings
