@@ -56,17 +56,22 @@ def read_timing_files(path: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text())]
 
 
-def problem_shape(op: str, key: str) -> tuple[int, int, int]:
+def problem_shape(op: str, key: str) -> tuple[int, int, int] | None:
     """M, K, N of a timing key: a list of (device, dtype, size0, size1, stride0, stride1, offset) per input,
-    the bias first for addmm, then the (M, K) input and the (K, N) weight."""
-    inputs = ast.literal_eval(key)
-    a, b = inputs[-2:]
-    if len(inputs) != (3 if op == "addmm" else 2) or a[3] != b[2]:
-        raise ValueError(f"{op}: not an (M, K) x (K, N) problem: {key}")
-    return a[2], a[3], b[3]
+    the bias first for addmm, then the (M, K) input and the (K, N) weight; None for a key of another form (another
+    torch's), which is left out rather than stopping a bench whose table matters more than this summary."""
+    try:
+        inputs = ast.literal_eval(key)
+        a, b = inputs[-2:]
+        if len(inputs) == (3 if op == "addmm" else 2) and a[3] == b[2]:
+            return a[2], a[3], b[3]
+    except (ValueError, SyntaxError, TypeError, IndexError):
+        pass
+    return None
 
 
 def problems(timing_file: dict[str, Any]) -> list[Problem]:
+    """The matmul problems of one timing file, in its order, each with its fastest choice and fastest extern."""
     found = []
     for op, keys in timing_file.get("cache", {}).items():
         if op not in MATMUL_OPS:
@@ -77,9 +82,17 @@ def problems(timing_file: dict[str, Any]) -> list[Problem]:
                 externs = [name for name in times if not name.startswith(TRITON_PREFIX)]
                 if not externs:
                     continue  # nothing to compare against
+                shape = problem_shape(op, key)
+                if shape is None:
+                    continue
                 extern = min(externs, key=times.get)
-                found.append(Problem(op, *problem_shape(op, key), len(times), best, times[best], extern,
-                                     times[extern]))
+                found.append(Problem(op, *shape, len(times), best, times[best], extern, times[extern]))
+    return found
+
+
+def read_problems(path: Path) -> list[Problem]:
+    """Every matmul problem in the timing files at path (read_timing_files), slowest under cuBLAS first."""
+    found = [problem for timing in read_timing_files(path) for problem in problems(timing)]
     return sorted(found, key=lambda p: -p.extern_ms)
 
 
@@ -107,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.timings.exists():
         parser.error(f"{args.timings}: no such file or folder")
-    files = read_timing_files(args.timings)
-    found = [p for f in files for p in problems(f)]
+    found = read_problems(args.timings)
     if not found:
         print(f"{args.timings}: no matmul timings in it", file=sys.stderr)
         return 1

@@ -435,8 +435,7 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
 def write_autotune_choices(cache_dir: Path, out: Path) -> int:
     """out/AUTOTUNE_CHOICES_FILE: each matmul problem timed so far (carried ones included) with its fastest
     Triton config against cuBLAS (bench/autotune_choices.py); returns how many problems (0: no file)."""
-    found = [problem for timing in autotune_choices.read_timing_files(cache_dir)
-             for problem in autotune_choices.problems(timing)]
+    found = autotune_choices.read_problems(cache_dir)
     if found:
         (out / AUTOTUNE_CHOICES_FILE).write_text(autotune_choices.markdown(found))
     return len(found)

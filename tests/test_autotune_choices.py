@@ -71,7 +71,7 @@ def test_a_file_without_matmul_timings_is_an_error_not_an_empty_table(tmp_path, 
 
 def test_the_h200_matmul_autotuning_left_the_big_matmuls_to_cublas():
     # README's reading of call 21: 32 keys, Triton's templates won the 17 small ones, cuBLAS the big ones
-    found = [p for f in autotune_choices.read_timing_files(CALL21) for p in autotune_choices.problems(f)]
+    found = autotune_choices.read_problems(CALL21)
     assert len(found) == 32
     assert sum(p.triton_wins for p in found) == 17
     assert not any(p.triton_wins for p in found[:9])  # the nine slowest under cuBLAS, 116-366 µs each
