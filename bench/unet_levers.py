@@ -51,9 +51,12 @@ and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that
 benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder), if they cover
 every choice it offers: one missing and inductor times them all again. A Triton choice is named by a hash of its
 generated source, which differs between inductor modes, so timings carry between calls of one mode, not from
-max_autotune_gemm's to max-autotune's (call 22: the same configs under other names, all timed again). So a
+max_autotune_gemm's to max-autotune's (call 22: the same configs under other names, all timed again); within
+one mode, a problem met again with other generated source (call 24: six problems, presumably another epilogue
+fused in) gets new names and is timed again too. So a
 `--compile-only` autotune stopped at a call's limit goes on in the next call, on whichever machine, from where it
-was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache.
+was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache
+(autotune-mm-regional: four calls, 22-25).
 
 What each lever measured on the H200, its first call's time included, is in README ("Where the U-Net call's time
 goes"), from bench/results/h200_unet_levers_512_*; plan a call by those first calls plus about 35 s of each lever's
@@ -63,23 +66,22 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-21 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-25 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
-default form and the matmuls' autotuning (README has each one's figures). Several compiles that each outlast a call's share
+default form, the matmuls' autotuning and the full mode alone (README has each one's figures). Several compiles that each outlast a call's share
 fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
-1. The full max-autotune mode (autotune-mm-regional: stopped in calls 11, 14, 18 and 22) and coordinate descent
-   in all directions (calls 14 and 18). The matmuls' autotuning alone (autotune-gemm-regional, calls 20-21) and
-   coordinate descent in its default form (call 19) each moved the call by less than the noise, so little is
-   likely there. A new checkout has no .gpucache: its timings so far are committed; carry them with
-   `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call22.tar.xz .gpucache/autotune_timings.tar.xz`
+1. The full max-autotune mode (autotune-mm-regional) beside `compile` in one call, with its fidelity: calls 22-25
+   autotuned it call by call, each carrying the timings the one before returned, until call 25's first call ended
+   (322 s) and timed it alone, 114.7 ms (`compile` measured 110.1-113.4 ms over 18 calls). Its final timings are
+   committed: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call25.tar.xz .gpucache/autotune_timings.tar.xz`
    and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
-   with `--save-cache autotune-mm-regional` added. Call 22 timed 18 of the 32 keys in about 330 s after loading
-   and tracing; the 14 others (not reached) take about 260 s at that pace, then coordinate
-   descent's 225 s or less: about one call; if it stops again, carry the returned timings on. A stopped lever's
-   row quotes its log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm"` makes them say which
-   problem it was timing. On a machine without the call limit, one process:
+   (every timing and tuned config should then be found, leaving tracing and compiling; not measured). Coordinate
+   descent in all directions (calls 14 and 18) is still a lower bound; its default form (call 19) and the
+   matmuls' autotuning (calls 20-21) each moved the call by less than the noise. A stopped lever's row quotes its
+   log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm,+torch._inductor.runtime.coordinate_descent_tuner"`
+   makes them say which problem or kernel it was tuning. On a machine without the call limit, one process:
    `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
