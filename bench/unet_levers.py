@@ -51,9 +51,7 @@ and `--load-cache DIR` unpacks DIR's into the cache folder first: a process that
 benchmarks nothing for it (tests/test_unet_levers.py, a CPU autotune carried into an empty folder), if they cover
 every choice it offers: one missing and inductor times them all again. A Triton choice is named by a hash of its
 generated source, which differs between inductor modes, so timings carry between calls of one mode, not from
-max_autotune_gemm's to max-autotune's (call 22: the same configs under other names, all timed again); within
-one mode, a problem met again with other generated source (call 24: six problems, presumably another epilogue
-fused in) gets new names and is timed again too. So a
+max_autotune_gemm's to max-autotune's (call 22: the same configs under other names, all timed again). So a
 `--compile-only` autotune stopped at a call's limit goes on in the next call, on whichever machine, from where it
 was, and each call gets further: call by call until its first call ends and `--save-cache` writes its megacache
 (autotune-mm-regional: four calls, 22-25).
