@@ -67,8 +67,8 @@ compile that outlasts a call's share is compiled in a call of its own with `--co
 file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-25 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
-default form, the matmuls' autotuning and the full mode alone (README has each one's figures). Several compiles that each outlast a call's share
-fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
+default form, the matmuls' autotuning and the full mode alone (README has each one's figures). Several compiles
+that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
 1. The full max-autotune mode (autotune-mm-regional) beside `compile` in one call, with its fidelity: calls 22-25
    autotuned it call by call, each carrying the timings the one before returned, until call 25's first call ended
