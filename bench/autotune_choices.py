@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+TIMINGS_FOLDER = "cache"  # inductor's timing files, one per device and torch, inside its cache folder
 TRITON_PREFIX = "triton_"  # inductor's template choices; the rest are extern kernels (cuBLAS here)
 # The 2-D matmuls whose keys this reads; the file also holds pad_mm's padding checks (floats and booleans, under
 # keys of their own), which are not choices.
@@ -45,14 +46,24 @@ class Problem:
         return self.best.startswith(TRITON_PREFIX)
 
 
+def timing_paths(cache_dir: Path) -> list[Path]:
+    """The timing files in an inductor cache folder."""
+    return sorted(f for f in cache_dir.glob(f"{TIMINGS_FOLDER}/*") if f.is_file())
+
+
+def is_timing_member(name: str) -> bool:
+    """Whether a member of an archive of a cache folder (autotune_timings.tar.xz) is a timing file."""
+    return name.startswith(f"{TIMINGS_FOLDER}/")
+
+
 def read_timing_files(path: Path) -> list[dict[str, Any]]:
     """The timing files (JSON) in an autotune_timings.tar.xz, a cache folder or one file."""
     if path.is_dir():
-        return [json.loads(f.read_text()) for f in sorted(path.glob("cache/*")) if f.is_file()]
+        return [json.loads(f.read_text()) for f in timing_paths(path)]
     if tarfile.is_tarfile(path):
         with tarfile.open(path) as tar:
             return [json.load(tar.extractfile(member)) for member in tar
-                    if member.isfile() and member.name.startswith("cache/")]
+                    if member.isfile() and is_timing_member(member.name)]
     return [json.loads(path.read_text())]
 
 

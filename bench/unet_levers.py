@@ -419,7 +419,8 @@ def save_autotune_timings(cache_dir: Path, out: Path) -> int:
     torch) and the Triton config chosen for each kernel (`*.best_config`): a few small files, each written as soon
     as its problem is timed, so a lever stopped in its first call leaves them. A later process that finds them
     in its cache folder (load_autotune_timings) skips the benchmarking of those problems."""
-    files = sorted(f for f in (*cache_dir.glob("cache/*"), *cache_dir.rglob("*.best_config")) if f.is_file())
+    configs = (f for f in cache_dir.rglob("*.best_config") if f.is_file())
+    files = sorted((*autotune_choices.timing_paths(cache_dir), *configs))
     if not files:
         return 0
 
@@ -459,7 +460,7 @@ def load_autotune_timings(source: Path, cache_dir: Path) -> int:
             if not target.exists():
                 tar.extract(member, cache_dir, filter="data")
                 loaded += 1
-            elif member.name.startswith("cache/"):
+            elif autotune_choices.is_timing_member(member.name):
                 loaded += merge_timings(target, json.load(tar.extractfile(member)))
     return loaded
 
