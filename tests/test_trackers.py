@@ -92,6 +92,7 @@ def _touch(nbytes: int) -> np.ndarray:
 # between the two stages would shrink the difference this test asserts (seen once in a full run).
 _STAGE_PEAKS_SCRIPT = """
 import json
+import sys
 import numpy as np
 from harness.trackers.memory import MemoryTracker
 from harness.trackers.timer import StageTimer
@@ -100,7 +101,7 @@ with MemoryTracker("cpu") as memory:
     with timer.stage("read"):
         small = np.ones(2**20 // 8)  # np.ones writes every byte, so the pages are resident
     with timer.stage("encode"):
-        big = np.ones(SIZE // 8)
+        big = np.ones(int(sys.argv[1]) // 8)
     del big, small
 print(json.dumps(memory.summary()))
 """
@@ -108,8 +109,8 @@ print(json.dumps(memory.summary()))
 
 def test_memory_peak_rises_inside_the_stage_that_allocates() -> None:
     size = 256 * 2**20
-    script = _STAGE_PEAKS_SCRIPT.replace("SIZE", str(size))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", _STAGE_PEAKS_SCRIPT, str(size)], capture_output=True, text=True,
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["encode_peak_rss_mb"] - summary["read_peak_rss_mb"] >= 0.9 * size / MIB
