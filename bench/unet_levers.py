@@ -72,7 +72,7 @@ that each outlast a call's share fill one call together: `bench/gpu_session.sh`'
 of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
 1. The full max-autotune mode (autotune-mm-regional) beside `compile` in one call, with its fidelity: calls 22-25
    autotuned it call by call, each carrying the timings the one before returned, until call 25's first call ended
-   (322 s) and timed it alone, 114.7 ms (`compile` measured 110.1-113.4 ms over 18 calls). Its final timings are
+   and timed it alone (README's levers table: above every `compile` figure so far). Its final timings are
    committed: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call25.tar.xz .gpucache/autotune_timings.tar.xz`
    and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
    (every timing and tuned config should then be found, leaving tracing and compiling; not measured). Coordinate
