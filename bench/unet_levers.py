@@ -64,23 +64,21 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-25 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-29 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
-default form, the matmuls' autotuning and the full mode alone (README has each one's figures). Several compiles
-that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14: six at once, each with 4 compile workers
-of the 16 cores; the three plain compiles took 103-124 s beside each other). Still open:
-1. The full max-autotune mode (autotune-mm-regional) beside `compile` in one call, with its fidelity: calls 22-25
-   autotuned it call by call, each carrying the timings the one before returned, until call 25's first call ended
-   and timed it alone (README's levers table: above every `compile` figure so far). Its final timings are
-   committed: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call25.tar.xz .gpucache/autotune_timings.tar.xz`
-   and `LEVERS_ARGS="--load-cache .gpucache" bash bench/gpu_session.sh levers:512:compile,autotune-mm-regional@520`
-   (every timing and tuned config should then be found, leaving tracing and compiling; not measured). Coordinate
-   descent in all directions (calls 14 and 18) is still a lower bound; its default form (call 19) and the
-   matmuls' autotuning (calls 20-21) each moved the call by less than the noise. A stopped lever's row quotes its
-   log's last lines; `TORCH_LOGS="+torch._inductor.select_algorithm,+torch._inductor.runtime.coordinate_descent_tuner"`
-   makes them say which problem or kernel it was tuning. On a machine without the call limit, one process:
-   `--levers compile,autotune-mm-regional --timeout 3600 --budget 4000`.
+default form, the matmuls' autotuning and the full mode beside `compile` (README has each one's figures). Several
+compiles that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14:
+six at once, each with 4 compile workers of the 16 cores; the three plain compiles took 103-124 s beside each
+other). A timing archive alone does not bring a max-autotune first call inside a call's share, though every
+timing is found (calls 26 and 27); the lever's megacache does (calls 28 and 29; README has the figures).
+Still open:
+1. Coordinate descent in all directions (calls 14 and 18) is still a lower bound; its default form (call 19), the
+   matmuls' autotuning (calls 20-21) and the full mode (calls 28-29) each moved the call by less than the noise
+   or made it slower. A stopped lever's row quotes its log's last lines;
+   `TORCH_LOGS="+torch._inductor.select_algorithm,+torch._inductor.runtime.coordinate_descent_tuner"` makes them
+   say which problem or kernel it was tuning. On a machine without the call limit, one process:
+   `--levers compile,coord-descent --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
