@@ -71,7 +71,8 @@ default form, the matmuls' autotuning and the full mode beside `compile` (README
 compiles that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14:
 six at once, each with 4 compile workers of the 16 cores; the three plain compiles took 103-124 s beside each
 other). A timing archive alone does not bring a max-autotune first call inside a call's share, though every
-timing is found (calls 26 and 27); the lever's megacache does (calls 28 and 29; README has the figures).
+timing is found (calls 26 and 27); the lever's megacache did (calls 28 and 29, on call 27's warm machine;
+README has the figures).
 Still open:
 1. Coordinate descent in all directions (calls 14 and 18) is still a lower bound; its default form (call 19), the
    matmuls' autotuning (calls 20-21) and the full mode (calls 28-29) each moved the call by less than the noise
