@@ -78,8 +78,12 @@ Still open:
    matmuls' autotuning (calls 20-21) and the full mode (calls 28-29) each moved the call by less than the noise
    or made it slower. A stopped lever's row quotes its log's last lines;
    `TORCH_LOGS="+torch._inductor.select_algorithm,+torch._inductor.runtime.coordinate_descent_tuner"` makes them
-   say which problem or kernel it was tuning. On a machine without the call limit, one process:
-   `--levers compile,coord-descent --timeout 3600 --budget 4000`.
+   say which problem or kernel it was tuning. Within the call limit, as autotune-mm-regional's calls 22-25 went:
+   `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash bench/gpu_session.sh
+   levers:512:coord-descent@545`, each call carrying the `autotune_timings.tar.xz` (tuned configs) the one before
+   returned as `.gpucache/autotune_timings.tar.xz`, until its first call ends and its megacache comes back; then
+   `levers:512:compile,coord-descent` with that megacache in `.gpucache/`. On a machine without the call limit,
+   one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
