@@ -64,7 +64,7 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-29 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-32 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
 default form, the matmuls' autotuning and the full mode beside `compile` (README has each one's figures). Several
@@ -74,16 +74,17 @@ other). A timing archive alone does not bring a max-autotune first call inside a
 timing is found (calls 26 and 27); the lever's megacache did (calls 28 and 29, on call 27's warm machine;
 README has the figures).
 Still open:
-1. Coordinate descent in all directions (calls 14 and 18) is still a lower bound; its default form (call 19), the
-   matmuls' autotuning (calls 20-21) and the full mode (calls 28-29) each moved the call by less than the noise
-   or made it slower. A stopped lever's row quotes its log's last lines;
-   `TORCH_LOGS="+torch._inductor.select_algorithm,+torch._inductor.runtime.coordinate_descent_tuner"` makes them
-   say which problem or kernel it was tuning. Within the call limit, as autotune-mm-regional's calls 22-25 went:
-   `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash bench/gpu_session.sh
-   levers:512:coord-descent@545`, each call carrying the `autotune_timings.tar.xz` (tuned configs) the one before
-   returned as `.gpucache/autotune_timings.tar.xz`, until its first call ends and its megacache comes back; then
-   `levers:512:compile,coord-descent` with that megacache in `.gpucache/`. On a machine without the call limit,
-   one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
+1. Coordinate descent in all directions is still a lower bound (calls 14 and 18; calls 30-32 tuned 151 of its
+   161 kernels, resuming call by call); its default form (call 19), the matmuls' autotuning (calls 20-21) and the
+   full mode (calls 28-29) each moved the call by less than the noise or made it slower. To finish within the
+   call limit: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call32.tar.xz
+   .gpucache/autotune_timings.tar.xz`, then `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash
+   bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again, about 2 min,
+   before tuning the last 10 kernels), carrying the returned archive the same way into the next call if it stops
+   again, until its first call ends and `coord-descent.megacache.xz` comes back; then, that file in `.gpucache/`,
+   `levers:512:compile,coord-descent`. A stopped lever's row quotes its log's last lines;
+   `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"` makes them say which kernel it was tuning. On
+   a machine without the call limit, one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
