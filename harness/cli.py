@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,29 @@ EPILOG = (
 )
 
 
+class _RunHelpFormatter(argparse.HelpFormatter):
+    """Writes a run option's help when help is shown: its allowed values come from the variant families, and
+    importing those (torch and diffusers among them) would cost every `harness sweep` seconds it never needs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        describe = getattr(action, "describe", None)
+        return describe() if describe else super()._get_help_string(action)
+
+
+def _run_option_help(name: str, default: Any) -> str:
+    from harness.config import settings
+    from variants.values import describe_allowed
+
+    decl = settings()[name]
+    allowed = describe_allowed(name)
+    allowed = "" if allowed == "any text" else f"{allowed}; "
+    family = f"; variant family {decl.family!r}" if decl.family else ""
+    return f"{decl.help} ({allowed}default {default!r}{family})".replace("%", "%%")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """One option per run setting, generated from RunConfig's declarations (type, allowed values, help)."""
     from harness.config import RunConfig, field_type, settings
-    from variants.values import describe_allowed
 
     defaults = RunConfig()
     p.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
@@ -29,19 +49,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         if not decl.cli:
             continue
         group = groups.get(decl.group) or groups.setdefault(decl.group, p.add_argument_group(decl.group))
-        default = getattr(defaults, name)
-        allowed = describe_allowed(name)
-        allowed = "" if allowed == "any text" else f"{allowed}; "
-        family = f"; variant family {decl.family!r}" if decl.family else ""
-        help_text = f"{decl.help} ({allowed}default {default!r}{family})"
         kind = field_type(name)
-        group.add_argument(
+        action = group.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
             type=kind if kind in (int, float) and not decl.family else str,
             metavar=name.upper(),
-            help=help_text.replace("%", "%%"),
+            help=decl.help,
         )
+        action.describe = partial(_run_option_help, name, getattr(defaults, name))
     p.add_argument(
         "--variant",
         action="append",
@@ -250,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="lip-sync one video to an audio track", epilog=EPILOG)
+    run = sub.add_parser(
+        "run", help="lip-sync one video to an audio track", epilog=EPILOG, formatter_class=_RunHelpFormatter
+    )
     _add_run_options(run)
     run.add_argument(
         "--run-dir", help="folder for config.json and the default output (default outputs/runs/<time>)"

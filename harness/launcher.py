@@ -47,12 +47,19 @@ def _die_with_parent() -> None:
         return
 
 
-def _shared_inductor_cache() -> str:
-    """The compile cache a trial would use with the sweep's TMPDIR: trials keep sharing torch's per-user folder
-    (compile_cache: off) although each has its own TMPDIR."""
+def share_inductor_cache(sweep_tmpdir: str) -> None:
+    """In the trial process: the compile cache it would use with the sweep's TMPDIR, so that trials keep sharing
+    torch's per-user folder (compile_cache: off) although each has a TMPDIR of its own. Worked out here, where
+    diffusers has imported torch's inductor anyway, not in the sweep process, which would import torch for it."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+    own, tempfile.tempdir = tempfile.tempdir, sweep_tmpdir
+    try:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = default_cache_dir()
+    finally:
+        tempfile.tempdir = own
 
 
 def run_in_subprocess(
@@ -62,13 +69,21 @@ def run_in_subprocess(
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder, what=f"trial {trial.name}", wait_s=TRIAL_LOCK_WAIT_S) as lock:
         spec = folder / "trial.json"
-        spec.write_text(json.dumps({"trial": trial.to_dict(), "baseline_output": str(baseline_output or "")}))
+        spec.write_text(
+            json.dumps(
+                {
+                    "trial": trial.to_dict(),
+                    "baseline_output": str(baseline_output or ""),
+                    "sweep_tmpdir": tempfile.gettempdir(),
+                }
+            )
+        )
         log_path = folder / "trial.log"
         # a failed attempt's result must not stand for this one
         (folder / RESULT_FILE).unlink(missing_ok=True)
         done = threading.Event()
         scratch = tempfile.TemporaryDirectory(prefix="harness-trial-tmp-", ignore_cleanup_errors=True)
-        env = {**os.environ, "TMPDIR": scratch.name, "TORCHINDUCTOR_CACHE_DIR": _shared_inductor_cache()}
+        env = {**os.environ, "TMPDIR": scratch.name}
         with scratch, open(log_path, "w") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.launcher", str(spec)],
@@ -170,6 +185,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     skip_unused_diffusers_integrations()  # every trial process pays for its imports
     spec = json.loads(Path(argv[0]).read_text())
+    share_inductor_cache(spec["sweep_tmpdir"])
     trial = Trial.from_dict(spec["trial"])
     baseline = Path(spec["baseline_output"]) if spec["baseline_output"] else None
     # The sweep process holds the folder's lock and shares it with this process (pass_fds).

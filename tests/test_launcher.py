@@ -1,8 +1,9 @@
+import json
 import os
 import tempfile
 import textwrap
 
-from harness.launcher import run_in_subprocess
+from harness.launcher import run_in_subprocess, share_inductor_cache
 from harness.trial import Trial
 
 
@@ -23,7 +24,7 @@ def test_a_trial_process_killed_outright_leaves_no_temporary_file_and_keeps_the_
     stand_in_python(
         textwrap.dedent(f"""\
         echo "$TMPDIR" > {seen}.tmpdir
-        echo "$TORCHINDUCTOR_CACHE_DIR" > {seen}.cache
+        cp "$3" {seen}.spec
         touch "$TMPDIR/tmpabcd1234"
         kill -9 $$
         """)
@@ -35,6 +36,14 @@ def test_a_trial_process_killed_outright_leaves_no_temporary_file_and_keeps_the_
     child_tmp = seen.with_suffix(".tmpdir").read_text().strip()
     assert os.path.dirname(child_tmp) == str(parent_tmp) and not os.path.exists(child_tmp)
     assert not list(parent_tmp.iterdir())
-    # compile_cache: off still means torch's per-user folder under the sweep's TMPDIR, shared across trials
-    assert seen.with_suffix(".cache").read_text().strip() == default_cache_dir()
+    # compile_cache: off still means torch's per-user folder under the sweep's TMPDIR, shared across trials: the
+    # trial process works it out from the sweep's TMPDIR, under its own
+    sweep_tmpdir = json.loads(seen.with_suffix(".spec").read_text())["sweep_tmpdir"]
+    assert sweep_tmpdir == str(parent_tmp)
+    monkeypatch.setattr(tempfile, "tempdir", child_tmp)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # unset, as in the sweep (and restored after the test)
+    share_inductor_cache(sweep_tmpdir)
+    assert tempfile.gettempdir() == child_tmp  # the trial's own TMPDIR, for everything else
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir()
     assert default_cache_dir().startswith(str(parent_tmp))
