@@ -71,15 +71,6 @@ def _run_failing_lever(out: Path, cache: Path, *extra: str) -> dict:
     return json.loads((out / "unet_levers_256.json").read_text())
 
 
-def test_a_lever_that_fails_before_its_first_call_ends_still_names_the_options_left_out(tmp_path):
-    """The row is saved as soon as the options are set: autotune-mm-regional was stopped in its first call on the
-    H200 (2026-12-03), and its row could not say whether the GPU's torch had its timing options."""
-    (row,) = _run_failing_lever(tmp_path, tmp_path / "cache")["rows"]
-    assert row["inductor_absent"] == ["no_such_option"]
-    assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
-    assert "not in this torch, left out: no_such_option" in (tmp_path / "unet_levers_256.md").read_text()
-
-
 def test_a_lever_stopped_at_its_time_limit_quotes_what_its_log_said_last(tmp_path, stand_in_python):
     """Coordinate descent and autotuning were stopped in their first calls on the H200 again and again with
     nothing to say where the time went; the row now keeps the log's last lines (a stand-in lever process that
@@ -94,9 +85,11 @@ def test_a_lever_stopped_at_its_time_limit_quotes_what_its_log_said_last(tmp_pat
     assert row["wall_s"] < 30  # the process group was killed, not waited for
 
 
-def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loads_them(tmp_path):
-    """Whatever stopped the lever, the parent packs the timings its cache folder holds into the call's output,
-    and a later call's --load-cache puts them into its own, empty cache folder."""
+def test_a_failed_levers_row_names_the_options_left_out_and_its_autotune_timings_come_back(tmp_path):
+    """The row is saved as soon as the options are set: autotune-mm-regional was stopped in its first call on the
+    H200 (2026-12-03), and its row could not say whether the GPU's torch had its timing options. Whatever stopped
+    the lever, the parent packs the timings its cache folder holds into the call's output, and a later call's
+    --load-cache puts them into its own, empty cache folder (one bench process each: they are slow to start)."""
     first, second = tmp_path / "first", tmp_path / "second"
     problem = "[('cuda', 'torch.float16', 32, 64, 64, 1, 0), ('cuda', 'torch.float16', 64, 16, 1, 64, 0)]"
     timing = {"system": {}, "cache": {"mm": {problem: {"highest": {"mm-a": 0.03, "triton_mm-b": 0.01}}}}}
@@ -104,7 +97,12 @@ def test_the_autotune_timings_of_a_stopped_lever_come_back_and_the_next_call_loa
     for name, text in timings.items():
         (first / "cache" / name).parent.mkdir(parents=True, exist_ok=True)
         (first / "cache" / name).write_text(text)
-    meta = _run_failing_lever(first, first / "cache")["meta"]
+    result = _run_failing_lever(first, first / "cache")
+    (row,) = result["rows"]
+    assert row["inductor_absent"] == ["no_such_option"]
+    assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
+    assert "not in this torch, left out: no_such_option" in (first / "unet_levers_256.md").read_text()
+    meta = result["meta"]
     assert meta["autotune_files_saved"] == 2 and meta["autotune_problems"] == 1
     # and which kernel won, beside them
     assert "| mm | 32 x 64 x 16 | 2 | Triton | 10.0 | 30.0 | 3.00 |" in (first / "autotune_choices.md").read_text()
