@@ -51,6 +51,18 @@ def timing_paths(cache_dir: Path) -> list[Path]:
     return sorted(f for f in cache_dir.glob(f"{TIMINGS_FOLDER}/*") if f.is_file())
 
 
+def coordinate_descent_configs(cache_dir: Path) -> int:
+    """How many kernels' configs in an inductor cache folder coordinate descent found (`*.best_config` files
+    marked found_by_coordesc): how far a coordinate-descent first call stopped at a call's limit has got."""
+    found = 0
+    for path in cache_dir.rglob("*.best_config"):
+        try:
+            found += bool(json.loads(path.read_text()).get("found_by_coordesc"))
+        except (OSError, ValueError):  # one being written as the folder is read
+            continue
+    return found
+
+
 def is_timing_member(name: str) -> bool:
     """Whether a member of an archive of a cache folder (autotune_timings.tar.xz) is a timing file."""
     return name.startswith(f"{TIMINGS_FOLDER}/")

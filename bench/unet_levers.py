@@ -82,7 +82,8 @@ Still open:
    bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again, about 2 min,
    before tuning the last 10 kernels), carrying the returned archive the same way into the next call if it stops
    again, until its first call ends and `coord-descent.megacache.xz` comes back; then, that file in `.gpucache/`,
-   `levers:512:compile,coord-descent`. A stopped lever's row quotes its log's last lines;
+   `levers:512:compile,coord-descent`. The table's note (and the JSON's meta.coordinate_descent_configs) counts
+   the kernels tuned so far, out of 161. A stopped lever's row quotes its log's last lines;
    `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"` makes them say which kernel it was tuning. On
    a machine without the call limit, one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
 2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
@@ -680,6 +681,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     # a reader's note on a row (added to the JSON after the call: why a row is not a measurement, ...), or what
     # the figures themselves say is wrong with it
     notes = [f"{r['lever']}: {why}." for r in rows for why in (r.get("note") or _suspect(r),) if why]
+    if meta.get("coordinate_descent_configs"):  # calls 30-32 counted them by hand from the returned archive
+        notes.append(f"Kernel configs found by coordinate descent in the cache folder (carried ones included): "
+                     f"{meta['coordinate_descent_configs']}.")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -781,6 +785,7 @@ def main() -> None:
         if inductor_folder:
             meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out)
             meta["autotune_problems"] = write_autotune_choices(inductor_folder, out)
+            meta["coordinate_descent_configs"] = autotune_choices.coordinate_descent_configs(inductor_folder)
         write_json_atomic(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
         print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
     table = markdown(rows, meta)

@@ -93,7 +93,8 @@ def test_a_failed_levers_row_names_the_options_left_out_and_its_autotune_timings
     first, second = tmp_path / "first", tmp_path / "second"
     problem = "[('cuda', 'torch.float16', 32, 64, 64, 1, 0), ('cuda', 'torch.float16', 64, 16, 1, 64, 0)]"
     timing = {"system": {}, "cache": {"mm": {problem: {"highest": {"mm-a": 0.03, "triton_mm-b": 0.01}}}}}
-    timings = {"cache/0a1b": json.dumps(timing), "ab/cabc.best_config": '{"XBLOCK": 64}'}
+    timings = {"cache/0a1b": json.dumps(timing), "ab/cabc.best_config": '{"XBLOCK": 64}',
+               "cd/cdef.best_config": '{"XBLOCK": 128, "found_by_coordesc": true}'}
     for name, text in timings.items():
         (first / "cache" / name).parent.mkdir(parents=True, exist_ok=True)
         (first / "cache" / name).write_text(text)
@@ -103,11 +104,14 @@ def test_a_failed_levers_row_names_the_options_left_out_and_its_autotune_timings
     assert row["error"].startswith("exit 1") and "no-such-mode" in row["error"] + row.get("error_context", "")
     assert "not in this torch, left out: no_such_option" in (first / "unet_levers_256.md").read_text()
     meta = result["meta"]
-    assert meta["autotune_files_saved"] == 2 and meta["autotune_problems"] == 1
+    assert meta["autotune_files_saved"] == 3 and meta["autotune_problems"] == 1
+    assert meta["coordinate_descent_configs"] == 1  # and the table says so
+    assert "found by coordinate descent in the cache folder (carried ones included): 1." in (
+        first / "unet_levers_256.md").read_text()
     # and which kernel won, beside them
     assert "| mm | 32 x 64 x 16 | 2 | Triton | 10.0 | 30.0 | 3.00 |" in (first / "autotune_choices.md").read_text()
     meta = _run_failing_lever(second, second / "cache", "--load-cache", str(first))["meta"]
-    assert meta["autotune_files_loaded"] == 2 and meta["autotune_files_saved"] == 2
+    assert meta["autotune_files_loaded"] == 3 and meta["autotune_files_saved"] == 3
     assert {name: (second / "cache" / name).read_text() for name in timings} == timings
 
 
