@@ -79,8 +79,8 @@ Still open:
    full mode (calls 28-29) each moved the call by less than the noise or made it slower. To finish within the
    call limit: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call32.tar.xz
    .gpucache/autotune_timings.tar.xz`, then `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash
-   bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again, about 2 min,
-   before tuning the last 10 kernels), carrying the returned archive the same way into the next call if it stops
+   bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again first, as
+   `compile` cold, about 2 min, then tunes the last 10 kernels), carrying the returned archive the same way into the next call if it stops
    again, until its first call ends and `coord-descent.megacache.xz` comes back; then, that file in `.gpucache/`,
    `levers:512:compile,coord-descent`. The table's note (and the JSON's meta.coordinate_descent_configs) counts
    the kernels tuned so far, out of 161. A stopped lever's row quotes its log's last lines;
