@@ -80,9 +80,9 @@ Still open:
    call limit: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call32.tar.xz
    .gpucache/autotune_timings.tar.xz`, then `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash
    bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again first, as
-   `compile` cold, about 2 min, then tunes the last 10 kernels), carrying the returned archive the same way into the next call if it stops
-   again, until its first call ends and `coord-descent.megacache.xz` comes back; then, that file in `.gpucache/`,
-   `levers:512:compile,coord-descent`. The table's note (and the JSON's meta.coordinate_descent_configs) counts
+   `compile` cold, about 2 min, then tunes the last 10 kernels), carrying the returned archive the same way
+   into the next call if it stops again, until its first call ends and `coord-descent.megacache.xz` comes back;
+   then, that file in `.gpucache/`, `levers:512:compile,coord-descent`. The table's note (and the JSON's meta.coordinate_descent_configs) counts
    the kernels tuned so far, out of 161. A stopped lever's row quotes its log's last lines;
    `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"` makes them say which kernel it was tuning. On
    a machine without the call limit, one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
