@@ -51,11 +51,16 @@ def timing_paths(cache_dir: Path) -> list[Path]:
     return sorted(f for f in cache_dir.glob(f"{TIMINGS_FOLDER}/*") if f.is_file())
 
 
-def coordinate_descent_configs(cache_dir: Path) -> int:
-    """How many kernels' configs in an inductor cache folder coordinate descent found (`*.best_config` files
-    marked found_by_coordesc): how far a coordinate-descent first call stopped at a call's limit has got."""
+def config_paths(cache_dir: Path) -> list[Path]:
+    """The Triton configs inductor chose, one `*.best_config` per tuned kernel, in a cache folder."""
+    return sorted(f for f in cache_dir.rglob("*.best_config") if f.is_file())
+
+
+def found_by_coordinate_descent(configs: list[Path]) -> int:
+    """How many of these configs coordinate descent found (marked found_by_coordesc): how far a
+    coordinate-descent first call stopped at a call's limit has got."""
     found = 0
-    for path in cache_dir.rglob("*.best_config"):
+    for path in configs:
         try:
             found += bool(json.loads(path.read_text()).get("found_by_coordesc"))
         except (OSError, ValueError):  # one being written as the folder is read

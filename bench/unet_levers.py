@@ -418,14 +418,15 @@ def measure_lever(lever: dict[str, Any], args: argparse.Namespace, row: dict[str
         save()
 
 
-def save_autotune_timings(cache_dir: Path, out: Path) -> int:
+def save_autotune_timings(cache_dir: Path, out: Path, configs: list[Path] | None = None) -> int:
     """Pack inductor's autotuning results so far into out/AUTOTUNE_FILE; returns how many files (0: none yet, no
     file). They are max-autotune's timing of every choice of every problem (`cache/`, one JSON per device and
     torch) and the Triton config chosen for each kernel (`*.best_config`): a few small files, each written as soon
     as its problem is timed, so a lever stopped in its first call leaves them. A later process that finds them
     in its cache folder (load_autotune_timings) skips the benchmarking of those problems."""
-    configs = (f for f in cache_dir.rglob("*.best_config") if f.is_file())
-    files = sorted((*autotune_choices.timing_paths(cache_dir), *configs))
+    if configs is None:
+        configs = autotune_choices.config_paths(cache_dir)
+    files = [*autotune_choices.timing_paths(cache_dir), *configs]
     if not files:
         return 0
 
@@ -783,9 +784,10 @@ def main() -> None:
             fidelity.add(earlier)
         meta.update(levers_meta(args))
         if inductor_folder:
-            meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out)
+            configs = autotune_choices.config_paths(inductor_folder)  # one walk of the folder for both
+            meta["autotune_files_saved"] = save_autotune_timings(inductor_folder, out, configs)
             meta["autotune_problems"] = write_autotune_choices(inductor_folder, out)
-            meta["coordinate_descent_configs"] = autotune_choices.coordinate_descent_configs(inductor_folder)
+            meta["coordinate_descent_configs"] = autotune_choices.found_by_coordinate_descent(configs)
         write_json_atomic(out / f"unet_levers_{args.resolution}.json", {"meta": meta, "rows": rows})
         print(json.dumps({k: v for k, v in row.items() if k not in ("roofline", "applied")}), flush=True)
     table = markdown(rows, meta)
