@@ -278,6 +278,35 @@ def inductor_settings(lever: dict[str, Any]) -> Iterator[list[str]]:
         yield sorted(set(options) - set(known))
 
 
+@contextlib.contextmanager
+def tuned_configs_kept(lever: dict[str, Any]) -> Iterator[None]:
+    """Under coordinate descent, keep a Triton config's `found_by_coordesc` when inductor's compile workers send it
+    back. Triton's `Config.__setstate__` keeps only its own fields, so a kernel whose tuned config the cache
+    folder already held was tuned again by every fresh compile (pytorch/pytorch#181292): call 33, on a fresh
+    machine with call 32's 151 configs unpacked, tuned 72 of them again and none of the 10 left. Only a warm
+    machine, whose graph-cache hit checks the configs in this process, kept them (calls 31 and 32)."""
+    try:
+        from triton import Config
+    except ImportError:  # no Triton (the CPU): nothing is tuned
+        yield
+        return
+    if not (lever.get("inductor") or {}).get("coordinate_descent_tuning"):
+        yield
+        return
+    dropping = Config.__setstate__
+
+    def keeping(self: Any, state: dict[str, Any]) -> None:
+        dropping(self, state)
+        if "found_by_coordesc" in state:
+            self.found_by_coordesc = state["found_by_coordesc"]
+
+    Config.__setstate__ = keeping
+    try:
+        yield
+    finally:
+        Config.__setstate__ = dropping
+
+
 def lever_config(lever: dict[str, Any], args: argparse.Namespace) -> Any:
     from harness.config import RunConfig
 
@@ -519,7 +548,7 @@ def child_main(args: argparse.Namespace) -> None:
         if cache.is_file():
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
-    with inductor_settings(lever) as absent:
+    with inductor_settings(lever) as absent, tuned_configs_kept(lever):
         if absent:
             row["inductor_absent"] = absent
         save()  # a lever stopped before its first call ends still names the options this torch lacks

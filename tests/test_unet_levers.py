@@ -150,6 +150,39 @@ def test_an_explicit_timeout_outranks_a_levers_own_limit():
     assert unet_levers.lever_timeout(unet_levers.find_lever("fuse-qkv"), None) == unet_levers.DEFAULT_TIMEOUT_S
 
 
+
+class DroppingConfig:
+    """Triton's Config as its __setstate__ is (triton 3.6): fields of its own back, any other attribute lost."""
+
+    def __init__(self, num_warps: int) -> None:
+        self.num_warps = num_warps
+
+    def __setstate__(self, state: dict) -> None:
+        self.num_warps = state["num_warps"]
+
+
+def test_under_coordinate_descent_a_tuned_config_keeps_its_mark_through_a_compile_workers_pickle(monkeypatch):
+    """Without the mark, the parent tunes a kernel again that the carried cache folder had tuned (call 33)."""
+    import pickle
+    import types
+
+    monkeypatch.setitem(sys.modules, "triton", types.SimpleNamespace(Config=DroppingConfig))
+    tuned = DroppingConfig(4)
+    tuned.found_by_coordesc = True
+
+    def back_from_a_worker() -> DroppingConfig:
+        return pickle.loads(pickle.dumps(tuned))
+
+    coordesc = unet_levers.find_lever("coord-descent")
+    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # the bug, as triton has it
+    with unet_levers.tuned_configs_kept(coordesc):
+        config = back_from_a_worker()
+        assert (config.num_warps, config.found_by_coordesc) == (4, True)
+    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # restored after the lever
+    with unet_levers.tuned_configs_kept(unet_levers.find_lever("compile")):  # no tuning: triton left as it is
+        assert not hasattr(back_from_a_worker(), "found_by_coordesc")
+
+
 AUTOTUNE_SCRIPT = """
 import torch
 import torch._inductor.config as inductor
