@@ -64,29 +64,21 @@ Next device calls (one H200 each, `run` with timeout_s 600, carrying `.whl_unet`
 and, where a call loads it, `.gpucache` (gitignored: a call's `--save-cache compile` output, compile.megacache.xz);
 each also costs about 1.5 min of machine start, and the next call may land on a fresh machine (call 10 did), so a
 compile that outlasts a call's share is compiled in a call of its own with `--compile-only --save-cache NAME`, its
-file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-32 measured
+file copied into .gpucache/ and measured by the next call with `--load-cache .gpucache`). Calls 8-36 measured
 packed-flex (and the cause of its slow first denoise), regional compile, flash, the efficient kernel, fp8 per row
 with its floor, channels-last, epilogue fusion off, freezing, bf16, int8 dynamic, coordinate descent in its
-default form, the matmuls' autotuning and the full mode beside `compile` (README has each one's figures). Several
-compiles that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s `ahead` step (call 14:
-six at once, each with 4 compile workers of the 16 cores; the three plain compiles took 103-124 s beside each
-other). A timing archive alone does not bring a max-autotune first call inside a call's share, though every
-timing is found (calls 26 and 27); the lever's megacache did (calls 28 and 29, on call 27's warm machine;
-README has the figures).
+default form and in all directions, the matmuls' autotuning and the full mode beside `compile` (README has each
+one's figures). Several compiles that each outlast a call's share fill one call together: `bench/gpu_session.sh`'s
+`ahead` step (call 14: six at once, each with 4 compile workers of the 16 cores; the three plain compiles took
+103-124 s beside each other). A timing archive alone does not bring a max-autotune first call inside a call's
+share, though every timing is found (calls 26 and 27); the lever's megacache did (calls 28 and 29, on call 27's
+warm machine; README has the figures). Coordinate descent's tuned configs do carry to a fresh machine in the
+archive (`tuned_configs_kept`; calls 30-34: the table's note counts them, out of 161 kernels at 512; a stopped
+lever's row quotes its log's last lines, which `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"`
+makes name the kernel being tuned). On a machine without the call limit, one process: `--levers
+compile,coord-descent --timeout 3600 --budget 4000`.
 Still open:
-1. Coordinate descent in all directions is still a lower bound (calls 14 and 18; calls 30-32 tuned 151 of its
-   161 kernels, resuming call by call); its default form (call 19), the matmuls' autotuning (calls 20-21) and the
-   full mode (calls 28-29) each moved the call by less than the noise or made it slower. To finish within the
-   call limit: `mkdir -p .gpucache && cp bench/results/h200_unet_autotune_timings_512_call32.tar.xz
-   .gpucache/autotune_timings.tar.xz`, then `LEVERS_ARGS="--load-cache .gpucache --save-cache coord-descent" bash
-   bench/gpu_session.sh levers:512:coord-descent@545` (a fresh machine compiles its graph again first, as
-   `compile` cold, about 2 min, then tunes the last 10 kernels), carrying the returned archive the same way
-   into the next call if it stops again, until its first call ends and `coord-descent.megacache.xz` comes back;
-   then, that file in `.gpucache/`, `levers:512:compile,coord-descent`. The table's note (and the JSON's meta.coordinate_descent_configs) counts
-   the kernels tuned so far, out of 161. A stopped lever's row quotes its log's last lines;
-   `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"` makes them say which kernel it was tuning. On
-   a machine without the call limit, one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
-2. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
+1. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
 End to end (measured once, README): `bash bench/gpu_session.sh speed-demo1`, twice on one warm machine.
 
@@ -283,8 +275,9 @@ def tuned_configs_kept(lever: dict[str, Any]) -> Iterator[None]:
     """Under coordinate descent, keep a Triton config's `found_by_coordesc` when inductor's compile workers send it
     back. Triton's `Config.__setstate__` keeps only its own fields, so a kernel whose tuned config the cache
     folder already held was tuned again by every fresh compile (pytorch/pytorch#181292): call 33, on a fresh
-    machine with call 32's 151 configs unpacked, tuned 72 of them again and none of the 10 left. Only a warm
-    machine, whose graph-cache hit checks the configs in this process, kept them (calls 31 and 32)."""
+    machine with call 32's 151 configs unpacked, tuned 72 of them again and none of the 10 left; with the mark
+    kept, call 34 tuned the 10 and ended its first call at 143 s. Only a warm machine, whose graph-cache hit
+    checks the configs in this process, had kept them (calls 31 and 32)."""
     try:
         from triton import Config
     except ImportError:  # no Triton (the CPU): nothing is tuned
