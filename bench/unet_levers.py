@@ -271,19 +271,18 @@ def inductor_settings(lever: dict[str, Any]) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
-def tuned_configs_kept(lever: dict[str, Any]) -> Iterator[None]:
-    """Under coordinate descent, keep a Triton config's `found_by_coordesc` when inductor's compile workers send it
-    back. Triton's `Config.__setstate__` keeps only its own fields, so a kernel whose tuned config the cache
-    folder already held was tuned again by every fresh compile (pytorch/pytorch#181292): call 33, on a fresh
-    machine with call 32's 151 configs unpacked, tuned 72 of them again and none of the 10 left; with the mark
-    kept, call 34 tuned the 10 and ended its first call at 143 s. Only a warm machine, whose graph-cache hit
-    checks the configs in this process, had kept them (calls 31 and 32)."""
+def tuned_configs_kept() -> Iterator[None]:
+    """Keep a Triton config's `found_by_coordesc` when inductor's compile workers send it back. Triton's
+    `Config.__setstate__` keeps only its own fields, so under coordinate descent (the bench's coord-descent levers,
+    the recipe, the max-autotune modes) a kernel whose tuned config the cache folder already held was tuned again
+    by every fresh compile (pytorch/pytorch#181292): call 33, on a fresh machine with call 32's 151 configs
+    unpacked, tuned 72 of them again and none of the 10 left; with the mark kept, call 34 tuned the 10 and ended
+    its first call at 143 s. Only a warm machine, whose graph-cache hit checks the configs in this process, had
+    kept them (calls 31 and 32). Inductor reads the mark only under coordinate descent, so keeping it changes
+    nothing for the other levers."""
     try:
         from triton import Config
     except ImportError:  # no Triton (the CPU): nothing is tuned
-        yield
-        return
-    if not (lever.get("inductor") or {}).get("coordinate_descent_tuning"):
         yield
         return
     dropping = Config.__setstate__
@@ -541,7 +540,7 @@ def child_main(args: argparse.Namespace) -> None:
         if cache.is_file():
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
-    with inductor_settings(lever) as absent, tuned_configs_kept(lever):
+    with inductor_settings(lever) as absent, tuned_configs_kept():
         if absent:
             row["inductor_absent"] = absent
         save()  # a lever stopped before its first call ends still names the options this torch lacks

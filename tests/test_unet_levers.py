@@ -161,7 +161,7 @@ class DroppingConfig:
         self.num_warps = state["num_warps"]
 
 
-def test_under_coordinate_descent_a_tuned_config_keeps_its_mark_through_a_compile_workers_pickle(monkeypatch):
+def test_a_tuned_config_keeps_its_coordinate_descent_mark_through_a_compile_workers_pickle(monkeypatch):
     """Without the mark, the parent tunes a kernel again that the carried cache folder had tuned (call 33)."""
     import pickle
     import types
@@ -173,14 +173,11 @@ def test_under_coordinate_descent_a_tuned_config_keeps_its_mark_through_a_compil
     def back_from_a_worker() -> DroppingConfig:
         return pickle.loads(pickle.dumps(tuned))
 
-    coordesc = unet_levers.find_lever("coord-descent")
     assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # the bug, as triton has it
-    with unet_levers.tuned_configs_kept(coordesc):
+    with unet_levers.tuned_configs_kept():
         config = back_from_a_worker()
         assert (config.num_warps, config.found_by_coordesc) == (4, True)
-    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # restored after the lever
-    with unet_levers.tuned_configs_kept(unet_levers.find_lever("compile")):  # no tuning: triton left as it is
-        assert not hasattr(back_from_a_worker(), "found_by_coordesc")
+    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # triton as it was after the lever
 
 
 AUTOTUNE_SCRIPT = """
