@@ -73,10 +73,10 @@ one's figures). Several compiles that each outlast a call's share fill one call 
 103-124 s beside each other). A timing archive alone does not bring a max-autotune first call inside a call's
 share, though every timing is found (calls 26 and 27); the lever's megacache did (calls 28 and 29, on call 27's
 warm machine; README has the figures). Coordinate descent's tuned configs do carry to a fresh machine in the
-archive (`tuned_configs_kept`; calls 30-34: the table's note counts them, out of 161 kernels at 512; a stopped
-lever's row quotes its log's last lines, which `TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"`
-makes name the kernel being tuned). On a machine without the call limit, one process: `--levers
-compile,coord-descent --timeout 3600 --budget 4000`.
+archive (the compile variant's `keep_tuned_kernel_configs`; calls 30-34: the table's note counts them, out of 161
+kernels at 512; a stopped lever's row quotes its log's last lines, which
+`TORCH_LOGS="+torch._inductor.runtime.coordinate_descent_tuner"` makes name the kernel being tuned). On a machine
+without the call limit, one process: `--levers compile,coord-descent --timeout 3600 --budget 4000`.
 Still open:
 1. The winners stacked on packed temporal attention, e.g. LEVERS_EXTRA='best=compile:default,
    temporal_attention:packed,...', once a lever other than packed wins.
@@ -268,35 +268,6 @@ def inductor_settings(lever: dict[str, Any]) -> Iterator[list[str]]:
     known = torch._inductor.config.get_config_copy()
     with torch._inductor.config.patch({k: v for k, v in options.items() if k in known}):
         yield sorted(set(options) - set(known))
-
-
-@contextlib.contextmanager
-def tuned_configs_kept() -> Iterator[None]:
-    """Keep a Triton config's `found_by_coordesc` when inductor's compile workers send it back. Triton's
-    `Config.__setstate__` keeps only its own fields, so under coordinate descent (the bench's coord-descent levers,
-    the recipe, the max-autotune modes) a kernel whose tuned config the cache folder already held was tuned again
-    by every fresh compile (pytorch/pytorch#181292): call 33, on a fresh machine with call 32's 151 configs
-    unpacked, tuned 72 of them again and none of the 10 left; with the mark kept, call 34 tuned the 10 and ended
-    its first call at 143 s. Only a warm machine, whose graph-cache hit checks the configs in this process, had
-    kept them (calls 31 and 32). Inductor reads the mark only under coordinate descent, so keeping it changes
-    nothing for the other levers."""
-    try:
-        from triton import Config
-    except ImportError:  # no Triton (the CPU): nothing is tuned
-        yield
-        return
-    dropping = Config.__setstate__
-
-    def keeping(self: Any, state: dict[str, Any]) -> None:
-        dropping(self, state)
-        if "found_by_coordesc" in state:
-            self.found_by_coordesc = state["found_by_coordesc"]
-
-    Config.__setstate__ = keeping
-    try:
-        yield
-    finally:
-        Config.__setstate__ = dropping
 
 
 def lever_config(lever: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -540,7 +511,7 @@ def child_main(args: argparse.Namespace) -> None:
         if cache.is_file():
             torch.compiler.load_cache_artifacts(lzma.decompress(cache.read_bytes()))
             row["cache"] = f"loaded {cache.name}"
-    with inductor_settings(lever) as absent, tuned_configs_kept():
+    with inductor_settings(lever) as absent:
         if absent:
             row["inductor_absent"] = absent
         save()  # a lever stopped before its first call ends still names the options this torch lacks

@@ -1,11 +1,14 @@
 """torch.compile's caches live in the `compile_cache` folder, so a second compile of the same model loads it."""
 
 import os
+import pickle
+import sys
+import types
 
 import pytest
 import torch
 
-from variants.compile import compile_cache_folder, use_compile_cache
+from variants.compile import compile_cache_folder, keep_tuned_kernel_configs, use_compile_cache
 
 
 def test_cache_folder_setting(monkeypatch, tmp_path):
@@ -37,3 +40,32 @@ def test_a_second_compile_of_the_same_model_is_a_cache_hit(monkeypatch, tmp_path
     assert counters["inductor"]["fxgraph_cache_hit"] >= 1  # the second compile loaded the first one's graph
     assert any((tmp_path / "cache").rglob("*"))
     torch.testing.assert_close(outputs[1], expected)
+
+
+class DroppingConfig:
+    """Triton's Config as its __setstate__ is (triton 3.6): fields of its own back, any other attribute lost."""
+
+    def __init__(self, num_warps: int) -> None:
+        self.num_warps = num_warps
+
+    def __setstate__(self, state: dict) -> None:
+        self.num_warps = state["num_warps"]
+
+
+def test_a_tuned_config_keeps_its_coordinate_descent_mark_through_a_compile_workers_pickle(monkeypatch):
+    """Without the mark, the process tunes a kernel again that the cache folder had tuned (bench call 33)."""
+    monkeypatch.setitem(sys.modules, "triton", types.SimpleNamespace(Config=DroppingConfig))
+    monkeypatch.setattr(DroppingConfig, "__setstate__", DroppingConfig.__setstate__)  # restored after the test
+    tuned = DroppingConfig(4)
+    tuned.found_by_coordesc = True
+
+    def back_from_a_worker() -> DroppingConfig:
+        return pickle.loads(pickle.dumps(tuned))
+
+    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # the bug, as triton has it
+    keep_tuned_kernel_configs()
+    config = back_from_a_worker()
+    assert (config.num_warps, config.found_by_coordesc) == (4, True)
+    patched = DroppingConfig.__setstate__
+    keep_tuned_kernel_configs()  # every compiled model of a process asks again: patched once
+    assert DroppingConfig.__setstate__ is patched

@@ -151,35 +151,6 @@ def test_an_explicit_timeout_outranks_a_levers_own_limit():
 
 
 
-class DroppingConfig:
-    """Triton's Config as its __setstate__ is (triton 3.6): fields of its own back, any other attribute lost."""
-
-    def __init__(self, num_warps: int) -> None:
-        self.num_warps = num_warps
-
-    def __setstate__(self, state: dict) -> None:
-        self.num_warps = state["num_warps"]
-
-
-def test_a_tuned_config_keeps_its_coordinate_descent_mark_through_a_compile_workers_pickle(monkeypatch):
-    """Without the mark, the parent tunes a kernel again that the carried cache folder had tuned (call 33)."""
-    import pickle
-    import types
-
-    monkeypatch.setitem(sys.modules, "triton", types.SimpleNamespace(Config=DroppingConfig))
-    tuned = DroppingConfig(4)
-    tuned.found_by_coordesc = True
-
-    def back_from_a_worker() -> DroppingConfig:
-        return pickle.loads(pickle.dumps(tuned))
-
-    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # the bug, as triton has it
-    with unet_levers.tuned_configs_kept():
-        config = back_from_a_worker()
-        assert (config.num_warps, config.found_by_coordesc) == (4, True)
-    assert not hasattr(back_from_a_worker(), "found_by_coordesc")  # triton as it was after the lever
-
-
 AUTOTUNE_SCRIPT = """
 import torch
 import torch._inductor.config as inductor

@@ -107,6 +107,7 @@ class Compile(ChoiceVariant):
 
         def compile_unet(unet: torch.nn.Module, pipeline: LipsyncPipeline) -> torch.nn.Module:
             use_compile_cache(pipeline.config.compile_cache)
+            keep_tuned_kernel_configs()
             if regional:
                 compile_regions(unet, kwargs)
             else:
@@ -171,3 +172,29 @@ def use_compile_cache(setting: str) -> None:
     # are read once, at import, and outrank code, so setting them here stopped `attention` from turning
     # AOTAutograd's cache off (a forced kernel then ran the graph compiled under another: README).
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def keep_tuned_kernel_configs() -> None:
+    """Make a compile honour the Triton configs that coordinate descent tuned in an earlier process (the
+    `+recipe` and max-autotune modes tune every kernel so; minutes on the H200 at 512). Inductor's compile workers
+    send each kernel back pickled, and Triton's `Config.__setstate__` keeps only its own fields, dropping the
+    `found_by_coordesc` mark that the cache folder's config carried, so the process tuned the kernel again
+    (pytorch/pytorch#181292): on the H200 a fresh machine given 151 tuned configs tuned 72 of them again in 525 s;
+    with the mark kept it tuned only the 10 left (README, bench calls 33-34). A graph-cache hit, checked in this
+    process, never lost it. Inductor reads the mark only under coordinate descent, so other modes are unchanged.
+    Once per process: Triton's class is patched in place."""
+    try:
+        from triton import Config
+    except ImportError:  # no Triton (CPU inductor): no Triton kernels to tune
+        return
+    dropping = Config.__setstate__
+    if getattr(dropping, "keeps_coordesc_mark", False):
+        return
+
+    def keeping(self: Any, state: dict[str, Any]) -> None:
+        dropping(self, state)
+        if "found_by_coordesc" in state:
+            self.found_by_coordesc = state["found_by_coordesc"]
+
+    keeping.keeps_coordesc_mark = True  # type: ignore[attr-defined]
+    Config.__setstate__ = keeping
