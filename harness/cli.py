@@ -43,6 +43,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     from harness.config import RunConfig, field_type, settings
 
     defaults = RunConfig()
+    p.formatter_class = _RunHelpFormatter  # which writes each option's help from `describe`, below
     p.add_argument("--config", help="YAML file of run settings (any option below, as key: value)")
     groups: dict[str, Any] = {}
     for name, decl in settings().items():
@@ -266,9 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser(
-        "run", help="lip-sync one video to an audio track", epilog=EPILOG, formatter_class=_RunHelpFormatter
-    )
+    run = sub.add_parser("run", help="lip-sync one video to an audio track", epilog=EPILOG)
     _add_run_options(run)
     run.add_argument(
         "--run-dir", help="folder for config.json and the default output (default outputs/runs/<time>)"
